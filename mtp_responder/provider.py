@@ -87,8 +87,8 @@ class NewObject:
     name: str
     format: int
     size: int
-    """Declared size; ``None``-like 0xFFFFFFFF is resolved to the real size
-    by the framework when a 64-bit size is known, otherwise it is -1."""
+    """Declared size in bytes, or -1 when the host did not say (a 32-bit
+    ObjectInfo holds 0xFFFFFFFF for objects of 4 GiB and more)."""
     mtime: float | None = None
     is_folder: bool = False
 
@@ -100,7 +100,12 @@ class Upload(abc.ABC):
     :meth:`commit` or :meth:`abort`.  ``commit`` returns only when the data
     is durable (or applied, for a restore): its answer becomes the
     SendObject response.  ``abort`` must leave nothing half-written.
+
+    ``key`` is where the object will appear once committed; the framework
+    hands out its handle at SendObjectInfo time, before any data arrives.
     """
+
+    key: str
 
     @abc.abstractmethod
     async def write(self, data: bytes | memoryview) -> None: ...
@@ -141,7 +146,12 @@ class Storage(abc.ABC):
         return (await self.stat(key)).size
 
     async def create(self, new: NewObject) -> Upload:
-        """Start receiving a new file.  Check free space up front."""
+        """Start receiving a new file (SendObjectInfo).
+
+        Check free space and name collisions here, up front: this call's
+        errors become the SendObjectInfo response.  The returned upload sets
+        ``key``; it is committed or aborted later, at SendObject time.
+        """
         raise ProviderError(ResponseCode.STORE_READ_ONLY)
 
     async def create_folder(self, parent_key: str, name: str) -> ObjectEntry:
