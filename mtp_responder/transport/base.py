@@ -84,7 +84,9 @@ class Transport(abc.ABC):
     async def read(self) -> Chunk:
         """Wait for the next bytes from the host.
 
-        Raises :class:`Disconnected` when the link goes away.
+        While the link is down this waits for it to come back.  A read that
+        is waiting when the link goes away raises :class:`Disconnected`
+        (so the transaction in progress is abandoned), once.
         """
 
     @abc.abstractmethod
@@ -95,7 +97,8 @@ class Transport(abc.ABC):
         ``end_of_transfer``; the transport terminates it with a zero-length
         packet when its total length is a multiple of the packet size.
         Returns when the transport can take more (back-pressure), not
-        necessarily when the host has read the bytes.
+        necessarily when the host has read the bytes.  Raises
+        :class:`Disconnected` if the link is down or goes down meanwhile.
         """
 
     @abc.abstractmethod
