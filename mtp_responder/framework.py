@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from .codes import ALL, EventCode, ResponseCode
@@ -45,7 +46,8 @@ def load_plugin(plugin: str) -> Any:
 class Framework:
     """Storages, handles and events; the providers' :class:`ProviderContext`."""
 
-    def __init__(self) -> None:
+    def __init__(self, state_dir: Path | None = None) -> None:
+        self.state_dir = state_dir or Path("/var/lib/mtp-responder")
         self.providers: list[DataProvider] = []
         self.handles = HandleTable()
         self._storages: dict[int, Storage] = {}
@@ -55,12 +57,10 @@ class Framework:
 
     @classmethod
     def from_config(cls, config: Config) -> Framework:
-        framework = cls()
+        framework = cls(config.state_dir)
         for pc in config.providers:
             factory = load_plugin(pc.plugin)
-            options = dict(pc.options)
-            options.setdefault("_state_dir", str(config.state_dir))
-            framework.add_provider(factory(pc.name, options, framework))
+            framework.add_provider(factory(pc.name, dict(pc.options), framework))
         return framework
 
     def add_provider(self, provider: DataProvider) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import posixpath
+from pathlib import Path
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -191,6 +192,9 @@ class ProviderContext(Protocol):
     time; the framework turns them into MTP events only while a session is
     open, and keeps its handle table consistent in all cases.
     """
+
+    state_dir: Path
+    """Where a provider may keep state that must survive a restart."""
 
     def object_added(self, storage: Storage, key: str) -> None: ...
 

@@ -1,0 +1,229 @@
+"""An in-memory USB link for tests: a device end and a host end.
+
+The link models bulk transfers the way the bus does: a transfer is a run of
+full packets ended by a short packet, or by a zero-length packet when its
+length is a multiple of the packet size.  Runs of full packets travel as one
+item so that tests of large objects stay fast, but every transfer boundary
+is where USB would put it, so the responder's framing (split data phases,
+ZLPs, 0xFFFFFFFF lengths) is exercised for real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import trio
+
+from .base import (
+    CancelRequest,
+    Chunk,
+    Connected,
+    ControlEvent,
+    DeviceResetRequest,
+    Disconnected,
+    LinkLost,
+    Transport,
+)
+
+ITEM = 64 * 1024
+
+
+@dataclass(slots=True)
+class _Item:
+    data: bytes
+    short: bool
+
+
+def _packetise(data: bytes, mps: int, *, end: bool, sent_before: int) -> list[_Item]:
+    """Split the bytes of a transfer into items; ``sent_before`` bytes of the
+    same transfer were already queued (only whole packets, by construction)."""
+    items = []
+    view = memoryview(data)
+    while len(view) > ITEM:
+        items.append(_Item(bytes(view[:ITEM]), False))
+        view = view[ITEM:]
+    if end:
+        total = sent_before + len(data)
+        whole = len(view) - len(view) % mps
+        if whole:
+            items.append(_Item(bytes(view[:whole]), False))
+        tail = bytes(view[whole:])
+        if tail or total % mps == 0:
+            items.append(_Item(tail, True))
+    elif len(view):
+        items.append(_Item(bytes(view), False))
+    return items
+
+
+class _Link:
+    def __init__(self, max_packet_size: int, capacity: int) -> None:
+        self.mps = max_packet_size
+        self.out_send, self.out_recv = trio.open_memory_channel[_Item](capacity)
+        self.in_send, self.in_recv = trio.open_memory_channel[_Item](capacity)
+        self.event_send, self.event_recv = trio.open_memory_channel[bytes](16)
+        self.control_send, self.control_recv = trio.open_memory_channel[ControlEvent](64)
+        self.up = True
+        self.up_event = trio.Event()
+        self.up_event.set()
+        self.generation = 0
+        self.idle = True
+
+
+class LoopbackTransport(Transport):
+    """The device end."""
+
+    def __init__(self, link: _Link) -> None:
+        self._link = link
+        self._in_transfer = 0  # bytes of the current IN transfer queued so far
+        self._pending_in = b""  # a partial packet waiting for more bytes
+
+    @property
+    def max_packet_size(self) -> int:
+        return self._link.mps
+
+    async def read(self) -> Chunk:
+        link = self._link
+        while not link.up:
+            await link.up_event.wait()
+        generation = link.generation
+        item = await link.out_recv.receive()
+        if generation != link.generation:
+            raise Disconnected("link went down during read")
+        return Chunk(item.data, item.short)
+
+    async def write(self, data: bytes | memoryview, *, end_of_transfer: bool) -> None:
+        link = self._link
+        if not link.up:
+            raise Disconnected("link is down")
+        data = self._pending_in + bytes(data)
+        if not end_of_transfer:
+            keep = len(data) % link.mps
+            data, self._pending_in = (data[: len(data) - keep], data[len(data) - keep :]) if keep else (data, b"")
+        else:
+            self._pending_in = b""
+        generation = link.generation
+        for item in _packetise(data, link.mps, end=end_of_transfer, sent_before=self._in_transfer):
+            await link.in_send.send(item)
+            if generation != link.generation:
+                raise Disconnected("link went down during write")
+        self._in_transfer = 0 if end_of_transfer else self._in_transfer + len(data)
+
+    async def flush(self) -> None:
+        while self._link.in_recv.statistics().current_buffer_used:
+            await trio.sleep(0.001)
+
+    def send_event(self, data: bytes) -> None:
+        try:
+            self._link.event_send.send_nowait(data)
+        except trio.WouldBlock:
+            pass
+
+    async def control_events(self) -> AsyncIterator[ControlEvent]:  # type: ignore[override]
+        async for event in self._link.control_recv:
+            yield event
+
+    async def abort_transfers(self) -> None:
+        link = self._link
+        self._drain(link.in_recv)
+        self._drain(link.out_recv)
+        self._in_transfer = 0
+        self._pending_in = b""
+
+    @staticmethod
+    def _drain(channel: trio.MemoryReceiveChannel[_Item]) -> None:
+        while True:
+            try:
+                channel.receive_nowait()
+            except trio.WouldBlock:
+                return
+
+    def set_idle(self, idle: bool) -> None:
+        self._link.idle = idle
+
+
+class LoopbackHost:
+    """The host end: what a USB host controller lets an initiator do."""
+
+    def __init__(self, link: _Link) -> None:
+        self._link = link
+
+    @property
+    def max_packet_size(self) -> int:
+        return self._link.mps
+
+    async def write_transfer(self, data: bytes, *, end: bool = True, sent_before: int = 0) -> None:
+        """Send bytes on bulk OUT; ``end`` terminates the transfer."""
+        link = self._link
+        for item in _packetise(data, link.mps, end=end, sent_before=sent_before):
+            await link.out_send.send(item)
+
+    async def read_transfer(self, limit: int | None = None) -> bytes:
+        """Read one whole IN transfer (up to its short packet)."""
+        parts = []
+        size = 0
+        while True:
+            item = await self._link.in_recv.receive()
+            parts.append(item.data)
+            size += len(item.data)
+            if item.short:
+                return b"".join(parts)
+            if limit is not None and size >= limit:
+                return b"".join(parts)
+
+    async def read_item(self) -> tuple[bytes, bool]:
+        """The next piece of an IN transfer and whether it ended it."""
+        item = await self._link.in_recv.receive()
+        return item.data, item.short
+
+    def read_event_nowait(self) -> bytes | None:
+        try:
+            return self._link.event_recv.receive_nowait()
+        except trio.WouldBlock:
+            return None
+
+    async def read_event(self) -> bytes:
+        return await self._link.event_recv.receive()
+
+    def cancel(self, transaction_id: int) -> None:
+        """Class request 0x64."""
+        self._link.idle = False
+        self._link.control_send.send_nowait(CancelRequest(transaction_id))
+
+    def device_reset(self) -> None:
+        """Class request 0x66."""
+        self._link.idle = False
+        self._link.control_send.send_nowait(DeviceResetRequest())
+
+    def device_status_busy(self) -> bool:
+        """Class request 0x67: True while the device reports Device Busy."""
+        return not self._link.idle
+
+    def unplug(self) -> None:
+        link = self._link
+        link.up = False
+        link.up_event = trio.Event()
+        link.generation += 1
+        LoopbackTransport._drain(link.out_recv)
+        LoopbackTransport._drain(link.in_recv)
+        link.control_send.send_nowait(LinkLost())
+        # Wake a device blocked on an empty OUT pipe so it notices.
+        try:
+            link.out_send.send_nowait(_Item(b"", True))
+        except trio.WouldBlock:
+            pass
+
+    def plug(self) -> None:
+        link = self._link
+        LoopbackTransport._drain(link.out_recv)
+        LoopbackTransport._drain(link.in_recv)
+        link.up = True
+        link.up_event.set()
+        link.control_send.send_nowait(Connected(link.mps))
+
+
+def loopback_pair(
+    max_packet_size: int = 512, capacity: int = 64
+) -> tuple[LoopbackTransport, LoopbackHost]:
+    link = _Link(max_packet_size, capacity)
+    return LoopbackTransport(link), LoopbackHost(link)
