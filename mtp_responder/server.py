@@ -187,6 +187,7 @@ class Server:
         self._pushed: list[Event] = []
         self._scope: trio.CancelScope | None = None
         self._reset_after: bool = False
+        self._link_changed = trio.Event()
 
     # -- events from the wire -----------------------------------------------
 
@@ -227,6 +228,8 @@ class Server:
                 # Stray DataChunk/DataEnd cannot occur outside a DataStart.
             except Disconnected:
                 await self._link_lost()
+                while not self.transport.connected:
+                    await self._link_changed.wait()
 
     async def _stray_data(self, start: DataStart) -> None:
         """A data phase nobody asked for: drop it, answer its transaction."""
@@ -278,6 +281,9 @@ class Server:
 
     async def _watch_control(self) -> None:
         async for event in self.transport.control_events():
+            if isinstance(event, (LinkLost, Connected)):
+                self._link_changed.set()
+                self._link_changed = trio.Event()
             if isinstance(event, CancelRequest):
                 log.info("host cancelled transaction %d", event.transaction_id)
                 self._cancel_current()

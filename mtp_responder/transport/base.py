@@ -80,13 +80,18 @@ class Transport(abc.ABC):
     def max_packet_size(self) -> int:
         """wMaxPacketSize of the bulk endpoints on the current link."""
 
+    @property
+    @abc.abstractmethod
+    def connected(self) -> bool:
+        """Whether a host has configured the device (the link is up)."""
+
     @abc.abstractmethod
     async def read(self) -> Chunk:
         """Wait for the next bytes from the host.
 
-        While the link is down this waits for it to come back.  A read that
-        is waiting when the link goes away raises :class:`Disconnected`
-        (so the transaction in progress is abandoned), once.
+        Raises :class:`Disconnected` when the link is down or goes away
+        while waiting; the caller then waits for :class:`Connected` (or
+        :attr:`connected`) before reading again.
         """
 
     @abc.abstractmethod

@@ -212,9 +212,9 @@ class FunctionFSTransport(Transport):
 
     Use :func:`open_functionfs`, which writes the descriptors and runs the
     event loop; the gadget can be bound to its UDC once it has returned.
-    ``read``/``write``/``flush`` raise :class:`Disconnected` when called
-    without a configured host or when the link goes away while they wait:
-    start the protocol on :class:`Connected`, stop it on :class:`LinkLost`.
+    ``read`` waits for a host while there is none and raises
+    :class:`Disconnected` if the link goes away while it waits for data;
+    ``write`` and ``flush`` raise it at once without a configured host.
 
     ``buffer_size`` is the size of each AIO block (a multiple of 1024 so that
     it is a whole number of packets at every speed); ``out_blocks`` and
@@ -302,7 +302,11 @@ class FunctionFSTransport(Transport):
         return self._connected
 
     async def read(self) -> Chunk:
-        link = self._require_link()
+        while not self._connected:
+            if self._closed:
+                raise Disconnected("transport closed")
+            await self._lot.park()
+        link = self._link
         while True:
             if self._link != link:
                 raise Disconnected("link lost during read")

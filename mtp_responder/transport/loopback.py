@@ -82,10 +82,14 @@ class LoopbackTransport(Transport):
     def max_packet_size(self) -> int:
         return self._link.mps
 
+    @property
+    def connected(self) -> bool:
+        return self._link.up
+
     async def read(self) -> Chunk:
         link = self._link
-        while not link.up:
-            await link.up_event.wait()
+        if not link.up:
+            raise Disconnected("link is down")
         generation = link.generation
         item = await link.out_recv.receive()
         if generation != link.generation:

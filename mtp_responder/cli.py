@@ -1,0 +1,151 @@
+"""``mtp-responder``: run the responder on a FunctionFS mount or in loopback.
+
+SIGHUP re-reads the configuration; a configuration that does not validate
+is reported and ignored, so a typo never takes a working device down.
+SIGTERM and SIGINT end the session (providers release any backup mode) and
+exit with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+from . import __version__
+from .app import Responder
+from .config import Config, ConfigError, load_config
+from .transport.base import Transport
+
+log = logging.getLogger("mtp_responder")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mtp-responder", description="MTP responder for a Linux USB gadget."
+    )
+    parser.add_argument("--config", type=Path, help="TOML configuration file")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--functionfs", type=Path, metavar="MOUNT", help="FunctionFS mount point of the function"
+    )
+    where.add_argument(
+        "--loopback",
+        action="store_true",
+        help="serve an in-process initiator that lists the device, then exit (a self-check)",
+    )
+    where.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    parser.add_argument("--log-file", type=Path, help="log here instead of stderr")
+    parser.add_argument("--log-level", help="override the configured log level")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def _setup_logging(config: Config, args: argparse.Namespace) -> None:
+    level = (args.log_level or config.log_level).upper()
+    handler: logging.Handler = (
+        logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler()
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+async def _serve_reloading(args: argparse.Namespace, config: Config, transport: Transport) -> None:
+    """Run a responder; on SIGHUP build a new one from the re-read config."""
+    with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+        while True:
+            responder = Responder(config)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(responder.run, transport)
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        try:
+                            new = load_config(args.config)
+                        except ConfigError as exc:
+                            log.error("SIGHUP: keeping the running configuration: %s", exc)
+                            continue
+                        log.info("SIGHUP: configuration reloaded")
+                        config = new
+                        logging.getLogger().setLevel(args.log_level or config.log_level.upper())
+                    else:
+                        log.info("%s: shutting down", signal.Signals(signum).name)
+                        await responder.shutdown()
+                        nursery.cancel_scope.cancel()
+                        return
+                    await responder.shutdown()
+                    nursery.cancel_scope.cancel()
+                    break
+
+
+async def _run_functionfs(args: argparse.Namespace, config: Config) -> None:
+    from .transport.functionfs import FunctionFSTransport
+
+    transport = FunctionFSTransport(
+        args.functionfs,
+        buffer_size=config.transport.buffer_size,
+        out_blocks=config.transport.blocks_in_flight,
+        in_blocks=config.transport.blocks_in_flight,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(transport.serve)
+        log.info("descriptors written to %s; the UDC may be bound", args.functionfs)
+        await _serve_reloading(args, config, transport)
+        nursery.cancel_scope.cancel()
+
+
+async def _run_loopback(config: Config) -> int:
+    from .codes import ResponseCode
+    from .testing.initiator import Initiator
+    from .transport.loopback import loopback_pair
+
+    transport, host = loopback_pair()
+    responder = Responder(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(responder.run, transport)
+        mtp = Initiator(host)
+        info = await mtp.device_info()
+        print(f"{info.manufacturer} {info.model} (serial {info.serial_number})")
+        if not (await mtp.open_session()).ok:
+            return 1
+        for sid in await mtp.storage_ids():
+            storage = await mtp.storage_info(sid)
+            handles = await mtp.object_handles(sid)
+            print(
+                f"storage {sid:#010x} {storage.storage_description!r}: "
+                f"{storage.free_space_in_bytes} bytes free, {len(handles)} objects at its root"
+            )
+        status = (await mtp.close_session()).code
+        nursery.cancel_scope.cancel()
+    return 0 if status == ResponseCode.OK else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"mtp-responder: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print(f"{args.config or 'defaults'}: OK")
+        return 0
+    _setup_logging(config, args)
+    try:
+        if args.loopback:
+            return trio.run(_run_loopback, config)
+        trio.run(_run_functionfs, args, config)
+    except (LookupError, ValueError) as exc:
+        log.error("%s", exc)
+        print(f"mtp-responder: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
