@@ -744,6 +744,7 @@ class _NewFileUpload(Upload):
         self._temp = temp
         self._target = target
         self._key = key
+        self.key = key
         self._mtime = mtime
 
     @property
