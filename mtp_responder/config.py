@@ -85,7 +85,7 @@ _TOP_LEVEL = {"device", "gadget", "transport", "providers", "log_level", "state_
 
 
 def _expect(key: str, value: Any, kind: type) -> Any:
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise ConfigError(f"{key}: expected {kind.__name__}, got {type(value).__name__}")
     return value
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from construct import (
-    Adapter,
     BytesInteger,
     Construct,
     ConstructError,
@@ -52,7 +51,7 @@ class DatasetError(ValueError):
 # NUL, then the code units; the empty string is a single 0 byte.
 
 
-class _MTPString(Construct):  # type: ignore[misc]
+class _MTPString(Construct):
     def _parse(self, stream: Any, context: Any, path: Any) -> str:
         count = Int8ul._parsereport(stream, context, path)
         if count == 0:
@@ -166,7 +165,7 @@ def value_construct(datatype: int) -> Any:
         raise DatasetError(f"unsupported datatype 0x{datatype:04x}") from None
 
 
-_STRUCT_CODES = {
+_STRUCT_CODES: dict[int, str] = {
     DataType.INT8: "b",
     DataType.UINT8: "B",
     DataType.INT16: "h",
@@ -176,7 +175,9 @@ _STRUCT_CODES = {
     DataType.INT64: "q",
     DataType.UINT64: "Q",
 }
-_STRUCTS = {code: struct.Struct("<" + fmt) for code, fmt in _STRUCT_CODES.items()}
+_STRUCTS: dict[int, struct.Struct] = {
+    code: struct.Struct("<" + fmt) for code, fmt in _STRUCT_CODES.items()
+}
 
 
 def encode_value(datatype: int, value: Any) -> bytes:

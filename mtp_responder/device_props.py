@@ -131,7 +131,10 @@ class DeviceProperties:
 
     def reset(self, code: int) -> None:
         """ResetDevicePropValue; 0xFFFFFFFF resets every settable property."""
-        codes = [c for c, d in self.definitions.items() if d.settable] if code == 0xFFFFFFFF else [code]
+        if code == 0xFFFFFFFF:
+            codes = [c for c, d in self.definitions.items() if d.settable]
+        else:
+            codes = [code]
         for c in codes:
             d = self._definition(c)
             if not d.settable:

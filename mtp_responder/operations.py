@@ -219,7 +219,8 @@ class Operations:
             async for child in self._walk(sid, storage, entry.key, recursive=False):
                 views.append(fw.view(sid, child))
         if format_code not in (0, ALL):
-            views = [v for v in views if prop_value(PROPERTIES[ObjectProp.OBJECT_FORMAT], v) == format_code]
+            fmt = PROPERTIES[ObjectProp.OBJECT_FORMAT]
+            views = [v for v in views if prop_value(fmt, v) == format_code]
         return views
 
     # -- session ------------------------------------------------------------------
@@ -330,7 +331,7 @@ class Operations:
     async def _send_object(
         self, tx: Transaction, handle: int, offset: int, length: int | None
     ) -> int:
-        sid, storage, entry = await self.framework.entry(handle)
+        _, storage, entry = await self.framework.entry(handle)
         if entry.is_folder:
             raise ProviderError(ResponseCode.INVALID_OBJECT_HANDLE, "a folder has no data")
         size = await storage.size_for_read(entry.key)
@@ -532,7 +533,7 @@ class Operations:
             fw.handles.forget(sid, entry.key)
             new_key = join_key(parent_key, entry.name)
             # Keep the handle: the host still holds it.
-            fw.handles._add(handle, (dest_sid, new_key))  # noqa: SLF001
+            fw.handles._add(handle, (dest_sid, new_key))
         return OK
 
     @operation(OperationCode.COPY_OBJECT)
@@ -697,7 +698,10 @@ class Operations:
         if handle == ALL:
             views = await self._select(ALL, 0, format_code)
         elif handle == 0:
-            views = [] if depth == 0 else await self._select(ALL, 0 if depth == ALL else ALL, format_code)
+            if depth == 0:
+                views = []
+            else:
+                views = await self._select(ALL, 0 if depth == ALL else ALL, format_code)
         elif depth == 0:
             views = [await self._view(handle)]
             if format_code not in (0, ALL) and prop_value(

@@ -134,7 +134,7 @@ class Connection:
             if len(self._buffer) < HEADER_SIZE:
                 self._state = _State.HEADER if self._buffer else _State.IDLE
                 return view
-            header = parse_header(self._buffer)
+            header = parse_header(bytes(self._buffer))
             self._header_length = header.length
             self._header_code = header.code
             self._header_tid = header.transaction_id

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..codes import ContainerType, OperationCode, ResponseCode
-from ..container import HEADER_SIZE, UNKNOWN_LENGTH, build_params_container, data_header, parse_header
+from ..container import (
+    HEADER_SIZE,
+    UNKNOWN_LENGTH,
+    build_params_container,
+    data_header,
+    parse_header,
+)
 from ..datasets import (
     DeviceInfo,
     ObjectInfoData,
@@ -63,7 +69,8 @@ class Initiator:
 
     async def command(self, code: int, *params: int, tid: int | None = None) -> int:
         tid = self.next_tid() if tid is None else tid
-        await self.host.write_transfer(build_params_container(ContainerType.COMMAND, code, tid, params))
+        container = build_params_container(ContainerType.COMMAND, code, tid, params)
+        await self.host.write_transfer(container)
         return tid
 
     async def send_data(self, code: int, tid: int, payload: bytes) -> None:

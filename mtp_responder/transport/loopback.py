@@ -103,7 +103,10 @@ class LoopbackTransport(Transport):
         data = self._pending_in + bytes(data)
         if not end_of_transfer:
             keep = len(data) % link.mps
-            data, self._pending_in = (data[: len(data) - keep], data[len(data) - keep :]) if keep else (data, b"")
+            if keep:
+                data, self._pending_in = data[: len(data) - keep], data[len(data) - keep :]
+            else:
+                self._pending_in = b""
         else:
             self._pending_in = b""
         generation = link.generation
@@ -123,7 +126,7 @@ class LoopbackTransport(Transport):
         except trio.WouldBlock:
             pass
 
-    async def control_events(self) -> AsyncIterator[ControlEvent]:  # type: ignore[override]
+    async def control_events(self) -> AsyncIterator[ControlEvent]:
         async for event in self._link.control_recv:
             yield event
 
