@@ -91,6 +91,7 @@ class Connection:
         self._header_code = 0
         self._header_tid = 0
         self._remaining: int | None = None
+        self._payload_seen = False
 
     def reset(self) -> None:
         """Forget everything in progress (cancel, device reset, unplug)."""
@@ -167,6 +168,7 @@ class Connection:
                 else:
                     self._remaining = header.length - HEADER_SIZE
                 self._state = _State.DATA
+                self._payload_seen = False
                 self._events.append(
                     DataStart(header.code, header.transaction_id, self._remaining)
                 )
@@ -201,10 +203,12 @@ class Connection:
     def _feed_data(self, view: memoryview, end: bool) -> memoryview:
         if self._remaining is None:
             if view:
+                self._payload_seen = True
                 self._events.append(DataChunk(bytes(view)))
             return memoryview(b"")
         take = min(self._remaining, len(view))
         if take:
+            self._payload_seen = True
             self._events.append(DataChunk(bytes(view[:take])))
             self._remaining -= take
         rest = view[take:]
@@ -223,6 +227,10 @@ class Connection:
 
     def _end_transfer(self) -> None:
         if self._state is _State.DATA:
+            if not self._payload_seen:
+                # The header came in a transfer of its own (Windows does
+                # this); the payload follows in the next transfers.
+                return
             if self._remaining is None:
                 self._finish_data(complete=True)
             else:

@@ -1,0 +1,296 @@
+"""The sans-I/O connection: host bytes in, protocol events out.
+
+Bytes are fed the way a USB controller delivers them: in arbitrary pieces,
+with "a short packet ended the transfer" marking where transfers end.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from mtp_responder.codes import ContainerType, OperationCode, ResponseCode
+from mtp_responder.container import build_params_container, data_header
+from mtp_responder.protocol import (
+    NEED_DATA,
+    BadContainer,
+    Command,
+    Connection,
+    DataChunk,
+    DataEnd,
+    DataStart,
+    Event,
+)
+
+SEND = OperationCode.SEND_OBJECT
+
+
+def command(code: int = OperationCode.GET_OBJECT, tid: int = 1, *params: int) -> bytes:
+    return build_params_container(ContainerType.COMMAND, code, tid, params)
+
+
+def events(conn: Connection) -> list[Event]:
+    out: list[Event] = []
+    while (event := conn.next_event()) is not NEED_DATA:
+        assert isinstance(event, Event)
+        out.append(event)
+    return out
+
+
+def payload_of(evs: list[Event]) -> bytes:
+    return b"".join(e.data for e in evs if isinstance(e, DataChunk))
+
+
+def feed(conn: Connection, *pieces: tuple[bytes, bool]) -> list[Event]:
+    for data, end in pieces:
+        conn.receive_data(data, end)
+    return events(conn)
+
+
+# -- commands -------------------------------------------------------------------
+
+
+def test_a_command_in_one_transfer_becomes_one_command_event() -> None:
+    evs = feed(Connection(), (command(0x1009, 7, 42), True))
+    assert evs == [Command(0x1009, 7, (42,))]
+
+
+def test_a_command_with_five_parameters_keeps_them_all() -> None:
+    evs = feed(Connection(), (command(0x9805, 3, 1, 2, 3, 4, 5), True))
+    assert evs == [Command(0x9805, 3, (1, 2, 3, 4, 5))]
+
+
+@pytest.mark.parametrize("split", [1, 4, 11, 12, 13, 15])
+def test_a_command_split_anywhere_is_reassembled(split: int) -> None:
+    raw = command(0x1008, 9, 5)
+    evs = feed(Connection(), (raw[:split], False), (raw[split:], True))
+    assert evs == [Command(0x1008, 9, (5,))]
+
+
+def test_a_command_split_byte_by_byte_is_reassembled() -> None:
+    raw = command(0x1007, 2, 1, 2, 3)
+    conn = Connection()
+    for i, byte in enumerate(raw):
+        conn.receive_data(bytes([byte]), i == len(raw) - 1)
+    assert events(conn) == [Command(0x1007, 2, (1, 2, 3))]
+
+
+def test_nothing_is_reported_before_a_whole_header_arrived() -> None:
+    conn = Connection()
+    conn.receive_data(command()[:6], False)
+    assert conn.next_event() is NEED_DATA
+
+
+def test_a_command_truncated_inside_its_header_is_bad_without_a_transaction() -> None:
+    evs = feed(Connection(), (command()[:7], True))
+    assert len(evs) == 1
+    assert isinstance(evs[0], BadContainer)
+    assert evs[0].transaction_id is None
+
+
+def test_a_command_truncated_inside_its_parameters_is_answered_invalid_parameter() -> None:
+    raw = command(0x1009, 5, 1, 2)
+    evs = feed(Connection(), (raw[:-3], True))
+    assert len(evs) == 1
+    bad = evs[0]
+    assert isinstance(bad, BadContainer)
+    assert (bad.code, bad.transaction_id, bad.response) == (
+        0x1009,
+        5,
+        ResponseCode.INVALID_PARAMETER,
+    )
+
+
+def test_more_than_five_parameters_is_a_bad_container() -> None:
+    raw = struct.pack("<IHHI6I", 36, ContainerType.COMMAND, 0x1001, 4, *range(6))
+    evs = feed(Connection(), (raw, True))
+    assert [type(e) for e in evs] == [BadContainer]
+    assert isinstance(evs[0], BadContainer)
+    assert evs[0].transaction_id == 4
+
+
+@pytest.mark.parametrize("length", [0, 8, 11, 14, 33, 0xFFFFFFFF])
+def test_a_command_length_that_lies_is_a_bad_container(length: int) -> None:
+    raw = struct.pack("<IHHI", length, ContainerType.COMMAND, 0x1002, 1) + b"\0" * 8
+    evs = feed(Connection(), (raw, True))
+    assert [type(e) for e in evs] == [BadContainer]
+
+
+def test_a_command_longer_than_its_transfer_claims_is_a_bad_container() -> None:
+    raw = command(0x1009, 1, 5) + b"\x01\x02\x03\x04"
+    evs = feed(Connection(), (raw, True))
+    assert [type(e) for e in evs] == [BadContainer]
+    assert isinstance(evs[0], BadContainer)
+    assert evs[0].transaction_id == 1
+
+
+@pytest.mark.parametrize("ctype", [0, 3, 4, 5, 0xFFFF])
+def test_unknown_container_types_from_the_host_are_bad_containers(ctype: int) -> None:
+    raw = struct.pack("<IHHI", 12, ctype, 0x1001, 1)
+    evs = feed(Connection(), (raw, True))
+    assert [type(e) for e in evs] == [BadContainer]
+
+
+def test_after_a_bad_container_the_next_command_is_understood() -> None:
+    conn = Connection()
+    feed(conn, (struct.pack("<IHHI", 12, 9, 0x1001, 1), True))
+    assert feed(conn, (command(0x1001, 2), True)) == [Command(0x1001, 2, ())]
+
+
+def test_a_bad_container_spanning_transfers_is_dropped_until_its_end() -> None:
+    conn = Connection()
+    first = struct.pack("<IHHI", 1024, 7, 0x1001, 1) + b"x" * 500
+    evs = feed(conn, (first, False), (b"y" * 512, False), (b"z" * 12, True))
+    assert [type(e) for e in evs] == [BadContainer]
+    assert feed(conn, (command(0x1001, 2), True)) == [Command(0x1001, 2, ())]
+
+
+def test_a_zero_length_packet_between_commands_is_ignored() -> None:
+    conn = Connection()
+    evs = feed(conn, (b"", True), (command(0x1001, 1), True))
+    assert evs == [Command(0x1001, 1, ())]
+
+
+# -- data phases ---------------------------------------------------------------
+
+
+def test_a_data_header_alone_then_its_payload_is_one_data_phase() -> None:
+    payload = b"abcdefgh" * 10
+    evs = feed(Connection(), (data_header(SEND, 3, len(payload)), False), (payload, True))
+    assert evs[0] == DataStart(SEND, 3, len(payload))
+    assert payload_of(evs) == payload
+    assert evs[-1] == DataEnd(True)
+
+
+def test_a_data_header_with_its_payload_in_one_chunk_is_one_data_phase() -> None:
+    payload = b"hello"
+    evs = feed(Connection(), (data_header(SEND, 3, 5) + payload, True))
+    assert evs == [DataStart(SEND, 3, 5), DataChunk(payload), DataEnd(True)]
+
+
+def test_an_empty_data_phase_ends_at_once() -> None:
+    evs = feed(Connection(), (data_header(SEND, 3, 0), True))
+    assert evs == [DataStart(SEND, 3, 0), DataEnd(True)]
+
+
+@pytest.mark.parametrize("split", [1, 5, 11, 12, 13, 500, 511, 512, 513, 1023])
+def test_a_data_phase_of_known_length_split_anywhere_keeps_every_byte(split: int) -> None:
+    payload = bytes(range(256)) * 4
+    raw = data_header(SEND, 8, len(payload)) + payload
+    evs = feed(Connection(), (raw[:split], False), (raw[split:], True))
+    assert evs[0] == DataStart(SEND, 8, len(payload))
+    assert payload_of(evs) == payload
+    assert evs[-1] == DataEnd(True)
+    assert sum(isinstance(e, DataEnd) for e in evs) == 1
+
+
+def test_a_data_phase_of_known_length_ends_without_waiting_for_a_short_packet() -> None:
+    payload = b"x" * 500
+    evs = feed(Connection(), (data_header(SEND, 1, 500) + payload, False))
+    assert evs[-1] == DataEnd(True)
+
+
+def test_a_zero_length_packet_after_an_aligned_data_phase_is_not_a_new_container() -> None:
+    payload = b"p" * (1024 - 12)
+    conn = Connection()
+    evs = feed(conn, (data_header(SEND, 1, len(payload)) + payload, False), (b"", True))
+    assert evs[-1] == DataEnd(True)
+    assert feed(conn, (command(0x1001, 2), True)) == [Command(0x1001, 2, ())]
+
+
+def test_unknown_length_data_phase_runs_until_a_short_packet() -> None:
+    conn = Connection()
+    header = struct.pack("<IHHI", 0xFFFFFFFF, ContainerType.DATA, SEND, 5)
+    evs = feed(
+        conn,
+        (header + b"a" * 500, False),
+        (b"b" * 512, False),
+        (b"c" * 100, True),
+    )
+    assert evs[0] == DataStart(SEND, 5, None)
+    assert payload_of(evs) == b"a" * 500 + b"b" * 512 + b"c" * 100
+    assert evs[-1] == DataEnd(True)
+
+
+def test_unknown_length_data_phase_ended_by_a_zero_length_packet_is_complete() -> None:
+    header = struct.pack("<IHHI", 0xFFFFFFFF, ContainerType.DATA, SEND, 5)
+    evs = feed(Connection(), (header + b"a" * 500, False), (b"", True))
+    assert payload_of(evs) == b"a" * 500
+    assert evs[-1] == DataEnd(True)
+
+
+def test_a_data_phase_cut_short_by_a_short_packet_is_incomplete() -> None:
+    evs = feed(Connection(), (data_header(SEND, 1, 1000) + b"x" * 100, True))
+    assert evs[-1] == DataEnd(False)
+    assert payload_of(evs) == b"x" * 100
+
+
+def test_bytes_beyond_the_announced_length_are_dropped() -> None:
+    conn = Connection()
+    evs = feed(conn, (data_header(SEND, 1, 4) + b"abcdEXTRA", True))
+    assert payload_of(evs) == b"abcd"
+    assert evs[-1] == DataEnd(True)
+    assert feed(conn, (command(0x1001, 2), True)) == [Command(0x1001, 2, ())]
+
+
+def test_a_data_container_shorter_than_its_header_is_an_invalid_dataset() -> None:
+    raw = struct.pack("<IHHI", 8, ContainerType.DATA, SEND, 3)
+    evs = feed(Connection(), (raw, True))
+    assert len(evs) == 1
+    bad = evs[0]
+    assert isinstance(bad, BadContainer)
+    assert bad.response == ResponseCode.INVALID_DATASET
+    assert bad.transaction_id == 3
+
+
+def test_a_command_then_its_data_phase_in_separate_transfers() -> None:
+    conn = Connection()
+    evs = feed(
+        conn,
+        (command(SEND, 4), True),
+        (data_header(SEND, 4, 3) + b"xyz", True),
+    )
+    assert evs == [
+        Command(SEND, 4, ()),
+        DataStart(SEND, 4, 3),
+        DataChunk(b"xyz"),
+        DataEnd(True),
+    ]
+
+
+def test_data_chunks_are_streamed_not_assembled() -> None:
+    conn = Connection()
+    conn.receive_data(data_header(SEND, 1, 3 * 512), False)
+    conn.receive_data(b"a" * 512, False)
+    first = events(conn)
+    assert DataChunk(b"a" * 512) in first
+    assert not any(isinstance(e, DataEnd) for e in first)
+
+
+def test_reset_forgets_a_half_received_container() -> None:
+    conn = Connection()
+    conn.receive_data(data_header(SEND, 1, 10_000) + b"x" * 100, False)
+    events(conn)
+    conn.reset()
+    assert feed(conn, (command(0x1001, 2), True)) == [Command(0x1001, 2, ())]
+
+
+def test_a_data_header_in_a_transfer_of_its_own_is_followed_by_its_payload() -> None:
+    payload = b"q" * 700
+    evs = feed(
+        Connection(),
+        (data_header(SEND, 3, len(payload)), True),
+        (payload[:512], False),
+        (payload[512:], True),
+    )
+    assert evs[0] == DataStart(SEND, 3, len(payload))
+    assert payload_of(evs) == payload
+    assert evs[-1] == DataEnd(True)
+
+
+def test_an_unknown_length_header_in_a_transfer_of_its_own_waits_for_the_payload() -> None:
+    header = struct.pack("<IHHI", 0xFFFFFFFF, ContainerType.DATA, SEND, 5)
+    evs = feed(Connection(), (header, True), (b"d" * 512, False), (b"e", True))
+    assert payload_of(evs) == b"d" * 512 + b"e"
+    assert evs[-1] == DataEnd(True)
