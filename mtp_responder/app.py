@@ -23,7 +23,9 @@ class Responder:
         self.framework = Framework.from_config(config)
         self.operations = Operations(config, self.framework)
 
-    async def run(self, transport: Transport, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, transport: Transport, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Serve until cancelled; providers' background tasks run alongside."""
         async with trio.open_nursery() as nursery:
             for provider in self.framework.providers:

@@ -17,7 +17,13 @@ import usb.core
 import usb.util
 
 from ..codes import ContainerType, OperationCode, ResponseCode
-from ..container import HEADER_SIZE, UNKNOWN_LENGTH, build_params_container, data_header, parse_header
+from ..container import (
+    HEADER_SIZE,
+    UNKNOWN_LENGTH,
+    build_params_container,
+    data_header,
+    parse_header,
+)
 from ..datasets import (
     DeviceInfo,
     ObjectInfoData,
@@ -176,7 +182,9 @@ class UsbInitiator:
         count = (len(raw) - HEADER_SIZE) // 4
         return Response(header.code, struct.unpack_from(f"<{count}I", raw, HEADER_SIZE))
 
-    def read_data(self, sink: IO[bytes] | None, progress: Progress | None = None) -> tuple[bytes | None, Response]:
+    def read_data(
+        self, sink: IO[bytes] | None, progress: Progress | None = None
+    ) -> tuple[bytes | None, Response]:
         """A data phase (into ``sink`` or returned) followed by the response."""
         first = self._read()
         header = parse_header(first)
@@ -270,7 +278,9 @@ class UsbInitiator:
         payload, _ = self.transaction(OperationCode.GET_OBJECT_INFO, handle)
         return parse_object_info(payload or b"")
 
-    def children(self, storage_id: int, parent: int = 0xFFFFFFFF) -> Iterator[tuple[int, ObjectInfoData]]:
+    def children(
+        self, storage_id: int, parent: int = 0xFFFFFFFF
+    ) -> Iterator[tuple[int, ObjectInfoData]]:
         for handle in self.object_handles(storage_id, parent):
             yield handle, self.object_info(handle)
 
