@@ -146,6 +146,8 @@ class FileStorage(Storage):
         self._fs_types: dict[int, str] = {}
         self.statvfs: Callable[[str], os.statvfs_result] = os.statvfs
         """Replaceable so that a full disk can be simulated without filling one."""
+        self._receiving: dict[str, _NewFileUpload] = {}
+        """Uploads between SendObjectInfo and commit, by the key they will have."""
 
     def __repr__(self) -> str:
         return f"FileStorage({self.root!r})"
@@ -333,7 +335,18 @@ class FileStorage(Storage):
         return self._entry(join_key(folder_key, name), name, lst, st)
 
     async def stat(self, key: str) -> ObjectEntry:
-        return self._stat_entry(key)
+        try:
+            return self._stat_entry(key)
+        except ProviderError as exc:
+            upload = self._receiving.get(key)
+            if exc.code != ResponseCode.INVALID_OBJECT_HANDLE or upload is None:
+                raise
+            # The host holds a handle from SendObjectInfo and may ask about it
+            # before SendObject; it sees the file as received so far.  The
+            # temporary file's inode becomes the final one, so the PUID holds.
+            with _mapped():
+                st = stat_path(upload.temp_path)
+            return self._entry(key, posixpath.basename(key), st, st)
 
     def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         # Checked now, not at the first chunk, so the framework can answer
@@ -418,15 +431,17 @@ class FileStorage(Storage):
         _check_host_name(new.name)
         folder = self._folder(new.parent_key)
         target = os.path.join(folder, new.name)
-        if os.path.lexists(target):
+        key = join_key(new.parent_key, new.name)
+        if os.path.lexists(target) or key in self._receiving:
             raise ProviderError(ResponseCode.INVALID_PARAMETER, f"{new.name!r} exists")
         self._check_space(folder, new.size)
         temp = self._temp_name(folder)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         with _mapped():
             fd = os.open(temp, flags, 0o600)
-        key = join_key(new.parent_key, new.name)
-        return _NewFileUpload(self, fd, temp, target, key, new.mtime)
+        upload = _NewFileUpload(self, fd, temp, target, key, new.mtime)
+        self._receiving[key] = upload
+        return upload
 
     async def create_folder(self, parent_key: str, name: str) -> ObjectEntry:
         self._check_writable()
@@ -715,6 +730,7 @@ class _FinishedUpload(Upload):
 
     def __init__(self, entry: ObjectEntry) -> None:
         self._entry = entry
+        self.key = entry.key
 
     async def write(self, data: bytes | memoryview) -> None:
         if len(data):
@@ -743,7 +759,7 @@ class _NewFileUpload(Upload):
         self._fd = fd
         self._temp = temp
         self._target = target
-        self._key = key
+        self.key = key
         self.key = key
         self._mtime = mtime
 
@@ -780,15 +796,18 @@ class _NewFileUpload(Upload):
             raise ProviderError(ResponseCode.GENERAL_ERROR, "upload already finished")
         try:
             await trio.to_thread.run_sync(self._finish)
+            self._storage._receiving.pop(self.key, None)
         except FileExistsError:
             await self.abort()
             raise ProviderError(ResponseCode.INVALID_PARAMETER, "the name was taken") from None
         except OSError as exc:
             await self.abort()
             raise provider_error(exc) from exc
-        return self._storage._stat_entry(self._key)
+        return self._storage._stat_entry(self.key)
 
     async def abort(self) -> None:
+        if self._storage._receiving.get(self.key) is self:
+            del self._storage._receiving[self.key]
         if self._fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
@@ -809,7 +828,7 @@ class _EditUpload(Upload):
         self._storage = storage
         self._fd = fd
         self._offset = offset
-        self._key = key
+        self.key = key
 
     async def write(self, data: bytes | memoryview) -> None:
         if self._fd < 0:
@@ -830,7 +849,7 @@ class _EditUpload(Upload):
             raise provider_error(exc) from exc
         finally:
             os.close(fd)
-        return self._storage._stat_entry(self._key)
+        return self._storage._stat_entry(self.key)
 
     async def abort(self) -> None:
         if self._fd >= 0:

@@ -63,6 +63,36 @@ async def test_an_upload_appears_only_on_commit_with_its_data(tmp_path: Path) ->
     assert temp_files(tmp_path) == []
 
 
+async def test_an_upload_names_its_key_and_can_be_asked_about_before_the_data(
+    tmp_path: Path,
+) -> None:
+    # The framework hands out the handle at SendObjectInfo, before SendObject.
+    (tmp_path / "d").mkdir()
+    storage = storage_on(tmp_path)
+    upload = await storage.create(new("a.txt", 3, parent="d"))
+    assert upload.key == "d/a.txt"
+    await upload.write(b"ab")
+    early = await storage.stat("d/a.txt")
+    assert (early.key, early.name, early.size) == ("d/a.txt", "a.txt", 2)
+    assert await storage.list("d") == []
+    await upload.write(b"c")
+    final = await upload.commit()
+    assert final.puid == early.puid and final.size == 3
+
+
+async def test_a_second_upload_to_a_name_being_received_is_refused(tmp_path: Path) -> None:
+    storage = storage_on(tmp_path)
+    first = await storage.create(new("a.txt", 1))
+    with pytest.raises(ProviderError) as err:
+        await storage.create(new("a.txt", 1))
+    assert code_of(err) == ResponseCode.INVALID_PARAMETER
+    await first.abort()
+    with pytest.raises(ProviderError) as err:
+        await storage.stat("a.txt")
+    assert code_of(err) == ResponseCode.INVALID_OBJECT_HANDLE
+    await send(storage, "a.txt", b"x")
+
+
 async def test_an_empty_file_can_be_sent(tmp_path: Path) -> None:
     entry = await send(storage_on(tmp_path), "empty.txt", b"")
     assert entry.size == 0 and (tmp_path / "empty.txt").read_bytes() == b""
@@ -440,6 +470,7 @@ async def test_write_at_edits_in_place(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"0123456789")
     storage = storage_on(tmp_path)
     edit = await storage.write_at("f", 3)
+    assert edit.key == "f"
     await edit.write(b"ab")
     await edit.write(b"cd")
     entry = await edit.commit()
