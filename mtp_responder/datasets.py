@@ -14,6 +14,7 @@ declarations remain the reference and the tests check both agree.
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import struct
 import time
 from collections.abc import Iterable, Sequence
@@ -24,6 +25,7 @@ from construct import (
     BytesInteger,
     Construct,
     ConstructError,
+    Error,
     Int8sl,
     Int8ul,
     Int16sl,
@@ -107,18 +109,22 @@ def format_date(timestamp: float) -> str:
 
 def parse_date(text: str) -> float | None:
     """A timestamp, or ``None`` when the host sent an empty or bad date."""
-    text = text.strip()
+    try:
+        return _parse_date(text.strip())
+    except (ValueError, OverflowError):  # digits that are not ASCII, offsets of a day
+        return None
+
+
+def _parse_date(text: str) -> float | None:
     if len(text) < 15 or text[8] != "T":
         return None
-    try:
-        base = _dt.datetime.strptime(text[:15], "%Y%m%dT%H%M%S")
-    except ValueError:
-        return None
+    base = _dt.datetime.strptime(text[:15], "%Y%m%dT%H%M%S")
     rest = text[15:]
     if rest.startswith("."):
         digits = rest[1:].split("Z")[0].split("+")[0].split("-")[0]
         if digits.isdigit():
-            base = base.replace(microsecond=int(float("0." + digits) * 1_000_000))
+            micro = min(999_999, int(float("0." + digits) * 1_000_000))
+            base = base.replace(microsecond=micro)
         rest = rest[1 + len(digits) :]
     if rest == "":
         return base.timestamp()  # local time
@@ -198,17 +204,21 @@ def encode_value(datatype: int, value: Any) -> bytes:
     raise DatasetError(f"unsupported datatype 0x{datatype:04x}")
 
 
+def parse_exact(con: Any, data: bytes, what: str) -> Any:
+    """Parse ``data`` with ``con``; every byte must be used, no more."""
+    stream = io.BytesIO(data)
+    try:
+        value = con.parse_stream(stream)
+    except Exception as exc:  # construct raises assorted errors on garbage
+        raise DatasetError(f"{what} is malformed: {exc}") from exc
+    if stream.tell() != len(data):
+        raise DatasetError(f"{what} has {len(data) - stream.tell()} trailing bytes")
+    return value
+
+
 def decode_value(datatype: int, data: bytes) -> Any:
     """Decode exactly one value that fills ``data``."""
-    try:
-        con = value_construct(datatype)
-        value = con.parse(data)
-    except (ConstructError, ValueError, struct.error) as exc:
-        raise DatasetError(f"bad value for datatype 0x{datatype:04x}: {exc}") from exc
-    expected = len(con.build(value)) if datatype != DataType.STR else len(data)
-    if expected != len(data):
-        raise DatasetError("value length does not match its datatype")
-    return value
+    return parse_exact(value_construct(datatype), data, f"value of datatype 0x{datatype:04x}")
 
 
 # --------------------------------------------------------------------------
@@ -274,7 +284,8 @@ ObjectInfo = Struct(
 
 
 def _form(datatype_field: str) -> Any:
-    value = Switch(this[datatype_field], VALUE_TYPES)
+    # One level down: inside the range Struct or the enumeration's FocusedSeq.
+    value = Switch(this._[datatype_field], VALUE_TYPES, default=Error)
     return Switch(
         this.form_flag,
         {
@@ -288,8 +299,8 @@ DevicePropDesc = Struct(
     "property_code" / Int16ul,
     "datatype" / Int16ul,
     "get_set" / Int8ul,
-    "factory_default" / Switch(this.datatype, VALUE_TYPES),
-    "current_value" / Switch(this.datatype, VALUE_TYPES),
+    "factory_default" / Switch(this.datatype, VALUE_TYPES, default=Error),
+    "current_value" / Switch(this.datatype, VALUE_TYPES, default=Error),
     "form_flag" / Int8ul,
     "form" / _form("datatype"),
 )
@@ -298,7 +309,7 @@ ObjectPropDesc = Struct(
     "property_code" / Int16ul,
     "datatype" / Int16ul,
     "get_set" / Int8ul,
-    "default_value" / Switch(this.datatype, VALUE_TYPES),
+    "default_value" / Switch(this.datatype, VALUE_TYPES, default=Error),
     "group_code" / Int32ul,
     "form_flag" / Int8ul,
     "form" / _form("datatype"),
@@ -308,7 +319,7 @@ ObjectPropListElement = Struct(
     "object_handle" / Int32ul,
     "property_code" / Int16ul,
     "datatype" / Int16ul,
-    "value" / Switch(this.datatype, VALUE_TYPES),
+    "value" / Switch(this.datatype, VALUE_TYPES, default=Error),
 )
 
 ObjectPropList = PrefixedArray(Int32ul, ObjectPropListElement)
@@ -403,7 +414,10 @@ def _parse_string_at(data: bytes, offset: int) -> tuple[str, int]:
     end = offset + 1 + 2 * count
     if end > len(data):
         raise DatasetError("MTP string runs past the end of the dataset")
-    return MTPString.parse(data[offset:end]), end
+    try:
+        return MTPString.parse(data[offset:end]), end
+    except ConstructError as exc:
+        raise DatasetError(str(exc)) from exc
 
 
 def parse_string(data: bytes) -> str:
@@ -426,14 +440,7 @@ class PropListItem:
 
 def parse_prop_list(data: bytes) -> list[PropListItem]:
     """Decode an ObjectPropList sent by the host (9806, 9808)."""
-    try:
-        items = ObjectPropList.parse(data)
-    except (ConstructError, struct.error, UnicodeDecodeError, KeyError) as exc:
-        raise DatasetError(f"ObjectPropList is malformed: {exc}") from exc
-    except Exception as exc:  # construct raises assorted errors on garbage
-        raise DatasetError(f"ObjectPropList is malformed: {exc}") from exc
-    if len(ObjectPropList.build(items)) != len(data):
-        raise DatasetError("ObjectPropList has trailing bytes")
+    items = parse_exact(ObjectPropList, data, "ObjectPropList")
     return [PropListItem(i.object_handle, i.property_code, i.datatype, i.value) for i in items]
 
 
