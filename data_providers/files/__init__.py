@@ -103,7 +103,9 @@ class FilesProvider(DataProvider):
 
     def __init__(self, name: str, options: dict[str, Any], context: ProviderContext) -> None:
         super().__init__(name, options, context)
-        self._storages = [FileStorage(opts) for opts in parse_options(options, prefix=name)]
+        self._storages = [
+            FileStorage(opts) for opts in parse_options(options, prefix=f"providers.{name}")
+        ]
 
     def storages(self) -> Sequence[FileStorage]:
         return tuple(self._storages)

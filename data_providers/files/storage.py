@@ -543,8 +543,10 @@ class FileStorage(Storage):
             raise provider_error(exc) from exc
         return self._stat_entry(join_key(parent_key, new_name))
 
-    def _refuse_into_itself(self, found: _Found, folder: str) -> None:
-        if found.st.is_dir and not found.lst.is_link:
+    def _refuse_into_itself(self, found: _Found, folder: str, follow: bool) -> None:
+        """A move takes a symlink along as a link; a copy copies its target,
+        so for a copy a linked folder counts as the folder it points to."""
+        if found.st.is_dir and (follow or not found.lst.is_link):
             inner = found.real_path.rstrip("/") + "/"
             if folder == found.real_path or folder.startswith(inner):
                 raise ProviderError(ResponseCode.INVALID_PARENT_OBJECT, "a folder into itself")
@@ -556,7 +558,7 @@ class FileStorage(Storage):
         found = self._lookup(key)
         self._check_unprotected(found)
         folder = self._folder(new_parent_key)
-        self._refuse_into_itself(found, folder)
+        self._refuse_into_itself(found, folder, follow=False)
         new_key = join_key(new_parent_key, found.name)
         dst = os.path.join(folder, found.name)
         if dst == found.entry_path:
@@ -602,7 +604,7 @@ class FileStorage(Storage):
             raise ProviderError(ResponseCode.INVALID_OBJECT_HANDLE, "the storage root")
         found = self._lookup(key)
         folder = self._folder(new_parent_key)
-        self._refuse_into_itself(found, folder)
+        self._refuse_into_itself(found, folder, follow=True)
         name = self.free_name(folder, found.name, found.st.is_dir)
         if found.st.is_dir:
             needed = await trio.to_thread.run_sync(_tree_size, found.real_path)

@@ -133,5 +133,5 @@ def test_two_storages_on_one_directory_are_refused(tmp_path: Path) -> None:
 
 
 def test_errors_are_named_after_the_provider_instance(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"^photos\.storages: required"):
+    with pytest.raises(ValueError, match=r"^providers\.photos\.storages: required"):
         FilesProvider("photos", {}, _NoEvents())

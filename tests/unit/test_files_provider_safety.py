@@ -234,3 +234,34 @@ async def test_a_root_given_through_a_symlink_works(tmp_path: Path) -> None:
     assert [e.key for e in await storage.list("")] == ["a"]
     await storage.create_folder("", "b")
     assert (tmp_path / "real" / "b").is_dir()
+
+
+async def test_deleting_a_tree_with_a_symlink_out_leaves_the_outside_alone(
+    layout: tuple[Path, Path],
+) -> None:
+    root, outside = layout
+    (root / "d" / "escape").symlink_to(outside)
+    await storage_on(root).delete("d")
+    assert not (root / "d").exists()
+    assert (outside / "secret.txt").read_text() == "secret"
+
+
+async def test_copying_a_tree_with_a_symlink_out_copies_no_outside_data(
+    layout: tuple[Path, Path],
+) -> None:
+    root, outside = layout
+    (root / "d" / "secret").symlink_to(outside / "secret.txt")
+    storage = storage_on(root)
+    copy = await storage.copy("d", "")
+    assert (root / copy.name / "secret").is_symlink()  # still a link, still hidden
+    assert [e.name for e in await storage.list(copy.key)] == ["f.txt"]
+
+
+async def test_copying_a_linked_folder_into_its_own_target_is_refused(
+    layout: tuple[Path, Path],
+) -> None:
+    root, _ = layout
+    (root / "link").symlink_to("d")
+    with pytest.raises(ProviderError) as err:
+        await storage_on(root).copy("link", "d")
+    assert err.value.code == ResponseCode.INVALID_PARENT_OBJECT

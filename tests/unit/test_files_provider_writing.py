@@ -538,3 +538,35 @@ async def test_a_read_only_storage_refuses_every_change(tmp_path: Path) -> None:
         assert code_of(err) == ResponseCode.STORE_READ_ONLY
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "d"]
     assert (tmp_path / "a").read_text() == "a"
+
+
+# ------------------------------------------------------------------ FAT
+
+
+def pretend_fat(storage: FileStorage, path: Path) -> None:
+    """Make the storage believe ``path``'s filesystem is vfat (no mkfs here)."""
+    storage._fs_types[os.stat(path).st_dev] = "vfat"
+
+
+async def test_on_fat_a_file_of_4_gib_or_more_is_too_large(tmp_path: Path) -> None:
+    storage = storage_on(tmp_path)
+    pretend_fat(storage, tmp_path)
+    with pytest.raises(ProviderError) as err:
+        await storage.create(new("movie.mp4", 2**32))
+    assert code_of(err) == ResponseCode.OBJECT_TOO_LARGE
+    await (await storage.create(new("ok.mp4", 2**32 - 1))).abort()
+
+
+async def test_on_fat_the_puid_follows_the_path_because_inodes_are_invented(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a.txt").write_text("x")
+    first, second = storage_on(tmp_path), storage_on(tmp_path)
+    pretend_fat(first, tmp_path)
+    pretend_fat(second, tmp_path)
+    puid = (await first.stat("a.txt")).puid
+    assert (await second.stat("a.txt")).puid == puid  # stable across "reboots"
+    os.rename(tmp_path / "a.txt", tmp_path / "b.txt")
+    os.rename(tmp_path / "b.txt", tmp_path / "a.txt")
+    assert (await second.stat("a.txt")).puid == puid
+    assert (await second.rename("a.txt", "c.txt")).puid != puid
