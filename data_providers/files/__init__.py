@@ -42,7 +42,9 @@ Hidden and temporary files
     reach them through the handle it got.  Uploads and copies in progress
     are written to ``.mtp-partial-<random>`` in the target folder and
     renamed into place only once complete and synced; those names are
-    never listed, never notified, and refused from the host.
+    never listed, never notified, and refused from the host.  Leftovers
+    of an upload cut short by a power loss are deleted when the provider
+    starts (read-write storages only).
 
 Persistent unique object ids (PUID, u128)
     BLAKE2b-128 of (resolved storage root, inode number, birth time).  The

@@ -577,6 +577,15 @@ class FileStorage(Storage):
             await trio.to_thread.run_sync(self._remove_any, found.entry_path)
         return self._stat_entry(new_key)
 
+    @classmethod
+    def remove_leftover(cls, path: str) -> None:
+        """Delete a temporary file or folder an interrupted upload left."""
+        log.info("removing leftover %s", path)
+        try:
+            cls._remove_any(path)
+        except OSError as exc:
+            log.warning("could not remove leftover %s: %s", path, exc)
+
     @staticmethod
     def _remove_any(path: str) -> None:
         if os.path.isdir(path) and not os.path.islink(path):

@@ -30,7 +30,7 @@ import trio
 
 from mtp_responder.provider import ProviderContext, join_key
 
-from .storage import FileStorage
+from .storage import TEMP_PREFIX, FileStorage
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +176,13 @@ class TreeWatcher:
         self._wd_of_key[key] = wd
         return True
 
-    def _watch_tree(self, key: str) -> list[str]:
+    def _watch_tree(self, key: str, sweep: bool = False) -> list[str]:
         """Watch ``key`` and every visible folder under it; returns the
-        keys of the visible entries found below ``key``."""
+        keys of the visible entries found below ``key``.
+
+        With ``sweep``, temporary files left by uploads that a power cut
+        interrupted are deleted on the way: at start-up none can be ours.
+        """
         found: list[str] = []
         stack = [key]
         while stack:
@@ -188,6 +192,8 @@ class TreeWatcher:
             try:
                 with os.scandir(self.storage.path_of(folder)) as it:
                     for de in it:
+                        if sweep and de.name.startswith(TEMP_PREFIX):
+                            self.storage.remove_leftover(de.path)
                         if not self.storage.is_visible_name(de.name):
                             continue
                         child = join_key(folder, de.name)
@@ -238,7 +244,7 @@ class TreeWatcher:
             task_status.started()
             return
         try:
-            await trio.to_thread.run_sync(self._watch_tree, "")
+            await trio.to_thread.run_sync(self._watch_tree, "", not self.storage.read_only)
             task_status.started()
             while True:
                 timeout = self._next_deadline() - trio.current_time()

@@ -268,3 +268,20 @@ async def test_a_lost_event_queue_reannounces_the_storage(tmp_path: Path) -> Non
     finally:
         watcher._inotify.close()
     assert rec.calls == [("storage_removed",), ("storage_added",)]
+
+
+async def test_leftovers_of_interrupted_uploads_are_swept_at_start(
+    tmp_path: Path, watched: Start
+) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / ".mtp-partial-0123").write_bytes(b"half a photo")
+    (tmp_path / ".mtp-partial-4567" / "sub").mkdir(parents=True)  # a copied tree
+    (tmp_path / ".keep").write_text("a user's hidden file")
+    await watched()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [".keep", "d"]
+
+
+async def test_a_read_only_storage_sweeps_nothing(tmp_path: Path, watched: Start) -> None:
+    (tmp_path / ".mtp-partial-0123").write_bytes(b"x")
+    await watched(read_only=True)
+    assert (tmp_path / ".mtp-partial-0123").exists()
