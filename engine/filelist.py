@@ -1,0 +1,205 @@
+"""Passive and public file lists (section 6.1), computed from ``stat`` only.
+
+The lists drive everything that follows: base/incremental selection, snapshots,
+and the exact archive size. They are built without reading any file content, so a
+listing of a large tree costs one ``lstat`` per entry.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+log = logging.getLogger(__name__)
+
+GLOBAL_EXCLUDED_TOP = ("nobackup",)
+PUBLIC_EXCLUDED_TOP = ("private", "sys", "system", "resource")
+
+
+class FileRecord(NamedTuple):
+    """One passive entry; ``path`` is relative to the private directory, dirs end in '/'."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    mode: int
+
+    @property
+    def is_dir(self) -> bool:
+        return self.path.endswith("/")
+
+
+class ExcludeSet:
+    """Explicit excludes: each covers the path itself and everything below it.
+
+    The original compared directory names without their trailing separator, so a
+    directory exclude never pruned anything; here ``exclude name="\\nobackup\\"``
+    prunes that directory, with or without the trailing separator. Patterns may use
+    shell wildcards (``*``, ``?``, ``[...]``), matched case-sensitively as Linux is.
+    """
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.exact: set[str] = set()
+        self.globs: list[str] = []
+        for p in patterns:
+            p = p.strip("/")
+            if not p:
+                continue
+            if any(c in p for c in "*?["):
+                self.globs.append(p)
+            else:
+                self.exact.add(p)
+
+    def matches(self, rel: str) -> bool:
+        rel = rel.rstrip("/")
+        if not rel:
+            return False
+        if rel in self.exact:
+            return True
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in self.exact:
+                return True
+        for g in self.globs:
+            if fnmatch.fnmatchcase(rel, g):
+                return True
+            for i in range(1, len(parts)):
+                if fnmatch.fnmatchcase("/".join(parts[:i]), g):
+                    return True
+        return False
+
+
+def globally_excluded(rel: str) -> bool:
+    """``NoBackup/`` at the top of a private directory is never backed up."""
+    top = rel.split("/", 1)[0].lower()
+    return top in GLOBAL_EXCLUDED_TOP
+
+
+def passive_file_list(
+    private_dir: Path,
+    includes: Iterable[str],
+    excludes: Iterable[str],
+    always_excluded: Iterable[str] = (),
+) -> list[FileRecord]:
+    """All in-scope files and empty directories below ``private_dir``, sorted by path.
+
+    Missing include paths are skipped silently (as in the original); symlinks and
+    special files are left out because a restore would refuse them anyway.
+    """
+    if not private_dir.is_dir():
+        return []
+    ex = ExcludeSet(excludes)
+    skip = set(always_excluded)
+    out: dict[str, FileRecord] = {}
+    root = os.fsencode(private_dir)
+
+    def excluded(rel: str) -> bool:
+        return rel.rstrip("/") in skip or globally_excluded(rel) or ex.matches(rel)
+
+    for inc in includes:
+        rel = inc.rstrip("/")
+        if rel and excluded(rel):
+            continue
+        full = os.path.join(root, os.fsencode(rel)) if rel else root
+        try:
+            st = os.lstat(full)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            _walk(full, rel, out, excluded)
+        elif stat.S_ISREG(st.st_mode) and not inc.endswith("/"):
+            out[rel] = FileRecord(rel, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
+    return [out[k] for k in sorted(out)]
+
+
+def _walk(
+    full: bytes,
+    rel: str,
+    out: dict[str, FileRecord],
+    excluded: object,
+) -> int:
+    """Add the subtree to ``out``; returns how many entries it contributed."""
+    assert callable(excluded)
+    added = 0
+    try:
+        with os.scandir(full) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as err:
+        log.warning("cannot list %r: %s", full, err)
+        return 0
+    for e in entries:
+        name = os.fsdecode(e.name)
+        crel = f"{rel}/{name}" if rel else name
+        if excluded(crel):
+            continue
+        try:
+            st = e.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        m = st.st_mode
+        if stat.S_ISREG(m):
+            if crel not in out:
+                out[crel] = FileRecord(crel, st.st_size, st.st_mtime_ns, stat.S_IMODE(m))
+            added += 1
+        elif stat.S_ISDIR(m):
+            # Every directory is listed (not only empty ones as in the original) so
+            # that restore reproduces directory modes and mtimes as well.
+            key = crel + "/"
+            out[key] = FileRecord(key, 0, st.st_mtime_ns, stat.S_IMODE(m))
+            added += 1 + _walk(e.path, crel, out, excluded)
+        else:
+            log.info("skipping non-regular file %s", crel)
+    return added
+
+
+def iter_public_files(
+    drive: str,
+    drive_root: Path,
+    selections: Iterable[tuple[bool, str, str, bool]],
+) -> Iterator[tuple[Path, os.stat_result]]:
+    """Public files on one drive: absolute includes minus excludes and system areas.
+
+    ``selections`` are ``(include, drive, path, is_dir)`` with drive ``'!'`` for any.
+    """
+    sels = [s for s in selections if s[1] in (drive, "!")]
+    exact_ex = {s[2].rstrip("/") for s in sels if not s[0]}
+    seen: set[str] = set()
+
+    def excluded(rel: str) -> bool:
+        if rel.split("/", 1)[0].lower() in PUBLIC_EXCLUDED_TOP:
+            return True
+        parts = rel.split("/")
+        return any("/".join(parts[: i + 1]) in exact_ex for i in range(len(parts)))
+
+    def walk(rel: str) -> Iterator[tuple[Path, os.stat_result]]:
+        full = drive_root / rel if rel else drive_root
+        try:
+            st = os.lstat(full)
+        except OSError:
+            return
+        if stat.S_ISREG(st.st_mode):
+            if rel not in seen:
+                seen.add(rel)
+                yield full, st
+        elif stat.S_ISDIR(st.st_mode):
+            try:
+                names = sorted(os.listdir(full))
+            except OSError:
+                return
+            for n in names:
+                c = f"{rel}/{n}" if rel else n
+                if not excluded(c):
+                    yield from walk(c)
+
+    for inc, _d, path, _is_dir in sels:
+        if not inc:
+            continue
+        rel = path.rstrip("/")
+        if rel and excluded(rel):
+            continue
+        yield from walk(rel)
