@@ -88,3 +88,28 @@ def tree_state(root: Path, skip: tuple[str, ...] = ("backup_registration",)) -> 
             st = p.lstat()
             out[str(p.relative_to(root))] = ("f", p.read_bytes(), st.st_mode & 0o7777, st.st_mtime_ns)
     return out
+
+
+def write_toml(cfg: EngineConfig, path: Path) -> Path:
+    """Write the config as TOML so a real ``backup-engine serve`` process can load it."""
+    lines = [
+        f'socket_path = "{cfg.socket_path}"',
+        f'state_file = "{cfg.state_file}"',
+        f'spool_dir = "{cfg.spool_dir}"',
+        f'device_name = "{cfg.device_name}"',
+        f"bin_dirs = [{', '.join(repr(str(d)).replace(chr(39), chr(34)) for d in cfg.bin_dirs)}]",
+        f"ready_timeout = {cfg.ready_timeout}",
+        f"callback_timeout = {cfg.callback_timeout}",
+        f"idle_timeout = {cfg.idle_timeout}",
+        f"client_uids = [{', '.join(str(u) for u in cfg.client_uids)}]",
+        "[drives]",
+    ]
+    lines += [f'{k} = "{v}"' for k, v in cfg.drives.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    return e

@@ -1,0 +1,79 @@
+"""Fixtures: a real engine process on a real Unix socket, per test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from engine.config import EngineConfig
+
+from .helpers import env, make_config, write_toml
+
+
+@dataclass
+class EngineProcess:
+    config: EngineConfig
+    config_path: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "engine.cli", "--config", str(self.config_path), *args],
+            capture_output=True,
+            text=True,
+            env=env(),
+            check=check,
+            timeout=120,
+        )
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_engine(cfg: EngineConfig, tmp: Path) -> EngineProcess:
+    cpath = write_toml(cfg, tmp / "engine.toml")
+    log = tmp / "engine.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "--config", str(cpath), "serve"],
+        stdout=open(log, "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        env=env(),
+    )
+    deadline = time.monotonic() + 20
+    while not cfg.socket_path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("engine did not start:\n" + log.read_text())
+        time.sleep(0.05)
+    return EngineProcess(cfg, cpath, proc, log)
+
+
+def stop_engine(ep: EngineProcess) -> None:
+    if ep.proc.poll() is None:
+        ep.proc.terminate()
+        try:
+            ep.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            ep.proc.kill()
+            ep.proc.wait()
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> EngineConfig:
+    return make_config(tmp_path)
+
+
+@pytest.fixture
+def engine_proc(cfg: EngineConfig, tmp_path: Path) -> Iterator[EngineProcess]:
+    """Start lazily-configured engine: tests register owners first, then start it."""
+    ep = start_engine(cfg, tmp_path)
+    try:
+        yield ep
+    finally:
+        stop_engine(ep)
