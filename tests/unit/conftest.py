@@ -11,6 +11,7 @@ import trio
 
 from mtp_responder.app import Responder
 from mtp_responder.config import parse_config
+from mtp_responder.datasets import ObjectInfoData, build_object_info
 from mtp_responder.testing.initiator import Initiator
 from mtp_responder.transport.loopback import LoopbackHost, loopback_pair
 
@@ -64,3 +65,46 @@ async def session(device: Device) -> AsyncIterator[Device]:
     response = await device.mtp.open_session()
     assert response.ok
     yield device
+
+
+# -- helpers shared by the protocol-core tests --------------------------------
+
+
+async def names_to_handles(mtp: Initiator, parent: int = 0xFFFFFFFF) -> dict[str, int]:
+    """The children of ``parent`` (root by default) by file name."""
+    return {
+        (await mtp.object_info(h)).filename: h for h in await mtp.object_handles(parent=parent)
+    }
+
+
+async def handle_of(mtp: Initiator, path: str) -> int:
+    """The handle of a slash-separated path below the storage root."""
+    parent = 0xFFFFFFFF
+    for part in path.split("/"):
+        parent = (await names_to_handles(mtp, parent))[part]
+    return parent
+
+
+def object_info(
+    name: str,
+    size: int = 0,
+    *,
+    format_code: int = 0x3000,
+    storage_id: int = 0,
+    parent: int = 0,
+    association_type: int = 0,
+    date_modified: str = "",
+) -> bytes:
+    """A SendObjectInfo dataset."""
+    return build_object_info(
+        ObjectInfoData(
+            storage_id=storage_id,
+            object_format=format_code,
+            protection_status=0,
+            compressed_size=size,
+            parent_object=parent,
+            association_type=association_type,
+            filename=name,
+            date_modified=date_modified,
+        )
+    )
