@@ -208,11 +208,12 @@ class Host:
     """pyusb on the device's interface 0; every transfer with a timeout."""
 
     def __init__(self, gadget: Gadget) -> None:
-        import usb.core
         import usb.util
 
+        from tests.e2e.guest.support import pyusb_find
+
         self.gadget = gadget
-        dev = usb.core.find(idVendor=gadget.vid, idProduct=gadget.pid)
+        dev = pyusb_find(gadget.vid, gadget.pid)
         assert dev is not None, "device not found by pyusb"
         self.dev = dev
         cfg = dev.get_active_configuration()
