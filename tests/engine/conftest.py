@@ -37,14 +37,14 @@ class EngineProcess:
         return self.log.read_text(errors="replace")
 
 
-def start_engine(cfg: EngineConfig, tmp: Path) -> EngineProcess:
+def start_engine(cfg: EngineConfig, tmp: Path, extra_env: dict[str, str] | None = None) -> EngineProcess:
     cpath = write_toml(cfg, tmp / "engine.toml")
     log = tmp / "engine.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "--config", str(cpath), "serve"],
-        stdout=open(log, "wb"),  # noqa: SIM115
+        stdout=open(log, "wb"),
         stderr=subprocess.STDOUT,
-        env=env(),
+        env={**env(), **(extra_env or {})},
     )
     deadline = time.monotonic() + 20
     while not cfg.socket_path.exists():

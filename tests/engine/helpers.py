@@ -37,7 +37,9 @@ def private(cfg: EngineConfig, sid: int, drive: str = "c") -> Path:
     return p
 
 
-def register(cfg: EngineConfig, sid: int, xml: str, drive: str = "c", name: str = "backup_registration.xml") -> Path:
+def register(
+    cfg: EngineConfig, sid: int, xml: str, drive: str = "c", name: str = "backup_registration.xml"
+) -> Path:
     p = private(cfg, sid, drive)
     (p / name).write_text(xml)
     return p
@@ -66,14 +68,18 @@ def make_tree(root: Path, seed: int = 1, files: int = 20) -> None:
     for i in range(files):
         d = root / f"d{i % 4}" / f"s{i % 3}"
         size = rnd.choice([0, 1, 511, 512, 513, 4096, 70000])
-        write_file(d / f"f{i}.bin", rnd.randbytes(size), 1_600_000_000_123_456_789 + i * 1000, 0o640)
+        write_file(
+            d / f"f{i}.bin", rnd.randbytes(size), 1_600_000_000_123_456_789 + i * 1000, 0o640
+        )
     (root / "empty" / "deeper").mkdir(parents=True, exist_ok=True)
     write_file(root / "ro.txt", b"read only", None, 0o444)
     write_file(root / "cache" / "junk", b"never backed up")
     write_file(root / "NoBackup" / "tmp", b"never backed up either")
 
 
-def tree_state(root: Path, skip: tuple[str, ...] = ("backup_registration",)) -> dict[str, tuple[object, ...]]:
+def tree_state(
+    root: Path, skip: tuple[str, ...] = ("backup_registration",)
+) -> dict[str, tuple[object, ...]]:
     """Everything a restore must reproduce: type, content, mode, mtime (dirs: mode only)."""
     out: dict[str, tuple[object, ...]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
@@ -86,7 +92,12 @@ def tree_state(root: Path, skip: tuple[str, ...] = ("backup_registration",)) -> 
                 continue
             p = Path(dirpath) / n
             st = p.lstat()
-            out[str(p.relative_to(root))] = ("f", p.read_bytes(), st.st_mode & 0o7777, st.st_mtime_ns)
+            out[str(p.relative_to(root))] = (
+                "f",
+                p.read_bytes(),
+                st.st_mode & 0o7777,
+                st.st_mtime_ns,
+            )
     return out
 
 

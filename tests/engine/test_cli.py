@@ -19,7 +19,9 @@ def _strip(state: dict[str, tuple[object, ...]]) -> dict[str, tuple[object, ...]
     return {k: v for k, v in state.items() if not k.startswith(("cache", "NoBackup"))}
 
 
-def test_cli_backup_restore_roundtrip(cfg: EngineConfig, engine_proc: EngineProcess, tmp_path: Path) -> None:
+def test_cli_backup_restore_roundtrip(
+    cfg: EngineConfig, engine_proc: EngineProcess, tmp_path: Path
+) -> None:
     """backup then restore round-trips contents, mtimes, modes and empty directories."""
     pd = register(cfg, SID, PASSIVE_ALL)
     make_tree(pd, files=40)
@@ -35,8 +37,12 @@ def test_cli_backup_restore_roundtrip(cfg: EngineConfig, engine_proc: EngineProc
     x.mkdir()
     subprocess.run(["tar", "-xf", str(arc), "-C", str(x)], check=True)
     files = x / "owners" / format_sid(SID) / "c" / "files"
-    assert (files / "d0" / "s0" / "f0.bin").read_bytes() == (pd / "d0" / "s0" / "f0.bin").read_bytes()
-    assert (files / "d0" / "s0" / "f0.bin").stat().st_mtime_ns == (pd / "d0" / "s0" / "f0.bin").stat().st_mtime_ns
+    assert (files / "d0" / "s0" / "f0.bin").read_bytes() == (
+        pd / "d0" / "s0" / "f0.bin"
+    ).read_bytes()
+    assert (files / "d0" / "s0" / "f0.bin").stat().st_mtime_ns == (
+        pd / "d0" / "s0" / "f0.bin"
+    ).stat().st_mtime_ns
     assert (files / "empty" / "deeper").is_dir()
     # Change the device, restore, compare.
     (pd / "d2" / "s2" / "f2.bin").write_bytes(b"new content")
