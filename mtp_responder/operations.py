@@ -372,12 +372,16 @@ class Operations:
         handle, format_code = tx.params[:2]
         fw = self.framework
         if handle == ALL:
+            # Every object: the root's children do (folders take their
+            # trees along); with a format, objects of it at any depth.
+            parent = ALL if format_code in (0, ALL) else 0
             failed = 0
-            for view in await self._select(ALL, ALL, format_code):
+            for view in await self._select(ALL, parent, format_code):
                 try:
                     await self._delete(view.storage_id, fw.storage(view.storage_id), view.entry)
-                except ProviderError:
-                    failed += 1
+                except ProviderError as exc:
+                    if exc.code != ResponseCode.INVALID_OBJECT_HANDLE:  # else gone already
+                        failed += 1
             return (ResponseCode.PARTIAL_DELETION if failed else ResponseCode.OK, ())
         sid, storage, entry = await fw.entry(handle)
         await self._delete(sid, storage, entry)
