@@ -539,6 +539,7 @@ class FunctionFSTransport(Transport):
             block.view.release()
         self._events_send.close()
         self._lot.unpark_all()
+        _log.info("FunctionFS %s: closed", self._path)
 
     # -- ep0 callbacks (run inside processEvents) -----------------------------
 

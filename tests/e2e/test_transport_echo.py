@@ -14,6 +14,7 @@ Only the transport is under test here; the MTP protocol is tested elsewhere.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import struct
@@ -59,7 +60,7 @@ def check_same(got: bytes, want: bytes, what: str) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-async def run_echo(mount: str) -> None:
+async def run_echo(mount: str, options: dict[str, Any]) -> None:
     import trio
 
     from mtp_responder.transport.base import (
@@ -143,7 +144,7 @@ async def run_echo(mount: str) -> None:
             await transport.write(chunk.data, end_of_transfer=chunk.end_of_transfer)
             first = chunk.end_of_transfer
 
-    async with open_functionfs(mount, buffer_size=64 * 1024, out_blocks=4, in_blocks=4) as t:
+    async with open_functionfs(mount, **options) as t:
         log.info("descriptors written, serving %s", mount)
         async with trio.open_nursery() as nursery:
             scope_box: list[trio.CancelScope] = []
@@ -180,12 +181,23 @@ def device_main(argv: list[str]) -> int:
         format="%(relativeCreated)9.1f %(name)s %(levelname)s %(message)s",
         stream=sys.stdout,
     )
-    mount = argv[1]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mount")
+    parser.add_argument("--buffer-size", type=int, default=64 * 1024)
+    parser.add_argument("--blocks", type=int, default=4)
+    parser.add_argument("--kernel-release", help="pretend to run on this kernel (eventfd quirk)")
+    args = parser.parse_args(argv[1:])
+    options = {
+        "buffer_size": args.buffer_size,
+        "out_blocks": args.blocks,
+        "in_blocks": args.blocks,
+        "kernel_release": args.kernel_release,
+    }
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(run_echo, mount)
+                nursery.start_soon(run_echo, args.mount, options)
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     break
@@ -301,8 +313,12 @@ class Host:
 
 @pytest.fixture
 def gadget(make_gadget: Any) -> Gadget:
-    g: Gadget = make_gadget(responder_command=["{python}", __file__, "{mount}"])
+    g: Gadget = make_gadget(responder_command=echo_command())
     return g
+
+
+def echo_command(*extra: str) -> list[str]:
+    return ["{python}", __file__, "{mount}", *extra]
 
 
 @pytest.fixture
@@ -313,6 +329,21 @@ def host(gadget: Gadget) -> Iterator[Host]:
 
 
 SIZES = [0, 1, 511, 512, 513, 4096, 1 << 20]
+
+
+def responder_cpu_seconds(gadget: Gadget) -> float:
+    pid = gadget.responder_pid()
+    assert pid is not None, "no responder pid"
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def assert_idle(gadget: Gadget) -> None:
+    """With nothing to do the function must sleep, not spin on a readable fd."""
+    before = responder_cpu_seconds(gadget)
+    time.sleep(1.0)
+    used = responder_cpu_seconds(gadget) - before
+    assert used < 0.2, f"idle responder used {used:.2f} s of CPU in 1 s"
 
 
 def test_echo_sizes(host: Host, gadget: Gadget) -> None:
@@ -350,6 +381,7 @@ def test_status_and_unknown_class_requests(host: Host) -> None:
     # ep0 recovers from the stalls and the bulk pipes were not disturbed.
     assert host.device_status() == (0x2001, ())
     assert host.echo(b"after stalls") == b"after stalls"
+    assert_idle(host.gadget)
 
 
 def test_cancel_mid_transfer(host: Host) -> None:
@@ -369,6 +401,7 @@ def test_cancel_mid_transfer(host: Host) -> None:
     assert host.echo(b"next transaction") == b"next transaction"
     check_same(host.echo(pattern(4096, seed=9)), pattern(4096, seed=9), "echo after cancel")
     assert host.stats()["cancel"] == 1
+    assert_idle(host.gadget)
 
 
 def test_device_reset_request(host: Host) -> None:
@@ -392,6 +425,7 @@ def test_device_side_cancel_halts_bulk_endpoints(host: Host) -> None:
     host.dev.clear_halt(host.ep_in.bEndpointAddress)
     host.dev.clear_halt(host.ep_out.bEndpointAddress)
     assert host.echo(b"after halt") == b"after halt"
+    assert_idle(host.gadget)
 
 
 def test_unbind_mid_transfer_then_serve_again(gadget: Gadget, host: Host) -> None:
@@ -411,8 +445,35 @@ def test_unbind_mid_transfer_then_serve_again(gadget: Gadget, host: Host) -> Non
         stats = again.stats()
         assert stats["link_lost"] >= 1
         assert stats["connected"] >= 2
+        assert_idle(gadget)
     finally:
         again.close()
+
+
+def test_old_kernel_eventfd_quirk_path(make_gadget: Any) -> None:
+    """Kernels before 5.16 get ep0 events through an AIO poll block instead.
+
+    Exercised here on the guest's newer kernel by pretending to be on 5.10,
+    with the other buffer geometry (bigger blocks, fewer of them).
+    """
+    gadget = make_gadget(
+        responder_command=echo_command(
+            "--kernel-release", "5.10.0", "--buffer-size", str(128 * 1024), "--blocks", "2"
+        )
+    )
+    host = Host(gadget)
+    try:
+        for size in SIZES:
+            data = pattern(size, seed=size + 2)
+            check_same(host.echo(data), data, f"{size}-byte echo")
+        host.class_out(0x64, struct.pack("<HI", 0x4001, 7))
+        assert host.device_status()[0] == 0x2019
+        time.sleep(BUSY_AFTER_CANCEL + 0.3)
+        assert host.device_status() == (0x2001, ())
+        check_same(host.echo(b"after cancel"), b"after cancel", "echo after cancel")
+    finally:
+        host.close()
+    assert "eventfd quirk on" in gadget.responder_log.read_text()
 
 
 def test_throughput(host: Host, gadget: Gadget) -> None:
