@@ -157,6 +157,9 @@ class DeviceProperties:
         except (OSError, ValueError) as exc:
             log.warning("ignoring unreadable %s: %s", self._state_file, exc)
             return
+        if not isinstance(stored, dict):
+            log.warning("ignoring %s: not a table", self._state_file)
+            return
         for name, value in stored.items():
             try:
                 code = DeviceProp[name]
