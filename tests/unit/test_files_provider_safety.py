@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from data_providers.files import TEMP_PREFIX, FilesProvider, FileStorage
 from mtp_responder.codes import ResponseCode
@@ -265,3 +268,75 @@ async def test_copying_a_linked_folder_into_its_own_target_is_refused(
     with pytest.raises(ProviderError) as err:
         await storage_on(root).copy("link", "d")
     assert err.value.code == ResponseCode.INVALID_PARENT_OBJECT
+
+
+_ANY_NAME = st.one_of(
+    st.sampled_from(["", ".", "..", "/", "a/..", "../a", "\x00", ".mtp-partial-1", "é" * 128]),
+    st.text(st.characters(blacklist_categories=()), max_size=300),
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(name=_ANY_NAME)
+def test_any_name_from_the_host_makes_at_most_one_entry_in_the_parent(
+    tmp_path: Path, name: str
+) -> None:
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True, exist_ok=True)
+    storage = storage_on(root)
+
+    async def attempt() -> Any:
+        try:
+            return await storage.create_folder("d", name)
+        except ProviderError:
+            return None
+
+    entry = trio.run(attempt)
+    made = os.listdir(root / "d")
+    try:
+        assert made == ([] if entry is None else [name])
+        assert os.listdir(root) == ["d"] and os.listdir(tmp_path) == ["root"]
+        if entry is not None:
+            assert entry.key == f"d/{name}" and entry.is_folder
+    finally:
+        for child in made:
+            os.rmdir(root / "d" / child)
+
+
+_SEGMENT = st.sampled_from(["", ".", "..", "d", "f.txt", "out", "back", "secret.txt", "x\x00"])
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(segments=st.lists(_SEGMENT, min_size=1, max_size=5), absolute=st.booleans())
+def test_no_key_reads_or_lists_anything_outside_the_root(
+    tmp_path: Path, segments: list[str], absolute: bool
+) -> None:
+    root = tmp_path / "root"
+    outside = tmp_path / "outside"
+    if not root.exists():
+        (root / "d").mkdir(parents=True)
+        (root / "d" / "f.txt").write_text("f")
+        outside.mkdir()
+        (outside / "secret.txt").write_text("secret")
+        (root / "out").symlink_to(outside)
+        (outside / "back").symlink_to(root / "d")
+    key = ("/" if absolute else "") + "/".join(segments)
+    storage = storage_on(root)
+
+    async def attempt() -> None:
+        try:
+            data = b"".join([c async for c in storage.read(key)])
+            assert b"secret" not in data
+        except ProviderError:
+            pass
+        try:
+            names = [e.name for e in await storage.list(key)]
+            assert "secret.txt" not in names and "back" not in names
+        except ProviderError:
+            pass
+
+    trio.run(attempt)
