@@ -244,8 +244,11 @@ class ActiveBackupClient:
                     me._set_mode(ModeInfo.from_wire(ans["mode"]))
                 yield me
             finally:
+                # Close before cancelling: a checkpoint inside a cancelled scope
+                # here would swallow the exception that is unwinding the body.
+                with trio.CancelScope(shield=True):
+                    await conn.aclose()
                 nursery.cancel_scope.cancel()
-                await conn.aclose()
 
     def _set_mode(self, m: ModeInfo) -> None:
         self.mode = m

@@ -165,8 +165,11 @@ class EngineClient:
                     client.mode = ModeInfo.from_wire(ans["mode"])
                 yield client
             finally:
+                # Close before cancelling: a checkpoint inside a cancelled scope
+                # here would swallow the exception that is unwinding the body.
+                with trio.CancelScope(shield=True):
+                    await conn.aclose()
                 nursery.cancel_scope.cancel()
-                await conn.aclose()
 
     async def _call(self, op: str, **args: object) -> Any:
         return await self.conn.call(op, args)

@@ -116,6 +116,7 @@ class Engine:
         self.partial_sids: list[int] | None = None
         self.sessions: dict[int, ActiveSession] = {}
         self.launched: dict[int, subprocess.Popen[bytes]] = {}
+        self.exiting: list[subprocess.Popen[bytes]] = []
         self.runtime: dict[int, OwnerRuntime] = {}
         self.listeners: list[ModeListener] = []
         self.session_changed = trio.Event()
@@ -258,6 +259,15 @@ class Engine:
     def detach_session(self, sess: ActiveSession) -> None:
         if self.sessions.get(sess.sid) is sess:
             del self.sessions[sess.sid]
+        proc = self.launched.get(sess.sid)
+        if proc is not None and proc.pid == sess.pid:
+            # The process is leaving; it may be relaunched while it winds down.
+            self.exiting.append(self.launched.pop(sess.sid))
+        if not self.mode.mode.is_normal and self.owners and sess.sid in self.owners:
+            if self.in_scope(self.owners[sess.sid]) or any(
+                sess.sid in o.registration.proxies for o in self.owners.values()
+            ):
+                self.launch_owners([sess.sid])
         self._poke()
 
     def confirm_ready(self, sess: ActiveSession, error: int, has_impl: bool) -> None:
@@ -377,8 +387,12 @@ class Engine:
         for sid, p in list(self.launched.items()):
             if p.poll() is not None:
                 del self.launched[sid]
+        self.exiting = [p for p in self.exiting if p.poll() is None]
 
     def stop_launched(self) -> None:
+        for p in self.exiting:
+            self.launched.setdefault(-p.pid, p)
+        self.exiting.clear()
         for p in self.launched.values():
             if p.poll() is None:
                 p.terminate()

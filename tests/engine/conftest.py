@@ -37,7 +37,9 @@ class EngineProcess:
         return self.log.read_text(errors="replace")
 
 
-def start_engine(cfg: EngineConfig, tmp: Path, extra_env: dict[str, str] | None = None) -> EngineProcess:
+def start_engine(
+    cfg: EngineConfig, tmp: Path, extra_env: dict[str, str] | None = None
+) -> EngineProcess:
     cpath = write_toml(cfg, tmp / "engine.toml")
     log = tmp / "engine.log"
     proc = subprocess.Popen(
