@@ -119,6 +119,9 @@ class Inotify:
             buf = os.read(self.fd, 256 * 1024)
         except BlockingIOError:
             return []
+        except OSError as exc:
+            log.warning("reading inotify events failed: %s", exc)
+            return []
         events = []
         pos = 0
         while pos + _HEADER.size <= len(buf):
@@ -267,9 +270,16 @@ class TreeWatcher:
         """Handle a batch of events, then whatever timers have come due."""
         now = trio.current_time()
         for ev in events:
-            self._event(ev, now)
-        self._expire_moves(now)
-        self._flush_changes(now)
+            try:
+                self._event(ev, now)
+            except Exception:
+                # One bad event must not end change reporting for good.
+                log.exception("handling %s on %s failed", ev, self.storage)
+        try:
+            self._expire_moves(now)
+            self._flush_changes(now)
+        except Exception:
+            log.exception("reporting changes on %s failed", self.storage)
 
     def _event(self, ev: Event, now: float) -> None:
         if ev.mask & IN_Q_OVERFLOW:

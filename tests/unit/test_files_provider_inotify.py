@@ -285,3 +285,22 @@ async def test_a_read_only_storage_sweeps_nothing(tmp_path: Path, watched: Start
     (tmp_path / ".mtp-partial-0123").write_bytes(b"x")
     await watched(read_only=True)
     assert (tmp_path / ".mtp-partial-0123").exists()
+
+
+async def test_a_failing_notification_does_not_stop_the_watcher(
+    tmp_path: Path, watched: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, rec = await watched()
+    record = rec.object_added
+
+    def flaky(storage: Any, key: str) -> None:
+        if key == "boom":
+            raise RuntimeError("framework bug")
+        record(storage, key)
+
+    rec.object_added = flaky  # type: ignore[method-assign]
+    (tmp_path / "boom").write_text("x")
+    await trio.sleep(0.05)
+    (tmp_path / "after").write_text("x")
+    await rec.until(("added", "after"))
+    assert "framework bug" in caplog.text
