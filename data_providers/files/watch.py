@@ -340,7 +340,10 @@ class TreeWatcher:
     def _moved(
         self, old: str, old_visible: bool, new: str, new_visible: bool, is_dir: bool
     ) -> None:
-        if old_visible and new_visible:
+        if old_visible and new_visible and not self._acceptable(new, is_dir):
+            # Now a symlink the storage hides (it leads out): gone for the host.
+            self._removed(old)
+        elif old_visible and new_visible:
             self._forget_changes(old)
             if is_dir:
                 self._rekey_tree(old, new)

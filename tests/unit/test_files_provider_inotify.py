@@ -304,3 +304,18 @@ async def test_a_failing_notification_does_not_stop_the_watcher(
     (tmp_path / "after").write_text("x")
     await rec.until(("added", "after"))
     assert "framework bug" in caplog.text
+
+
+async def test_a_symlink_leading_out_renamed_in_the_storage_is_never_added(
+    tmp_path: Path, watched: Start
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "secret").write_text("x")
+    (root / "escape").symlink_to(tmp_path / "secret")
+    _, rec = await watched(root)
+    os.rename(root / "escape", root / "renamed")
+    (root / "marker").write_text("x")
+    await rec.until(("added", "marker"))
+    calls = await rec.settle()
+    assert not [c for c in calls if c[0] in ("added", "moved") and c[-1] != "marker"]
