@@ -7,8 +7,10 @@ Providers only ever see their own keys.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,11 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "mtp_responder.data_providers"
 
 EventSink = Callable[[EventCode, tuple[int, ...]], None]
+
+ECHO_WINDOW = 2.0
+"""Seconds during which change notifications about an object the host has
+just changed are taken for echoes of that change (the files provider's
+watcher reports a burst of writes up to a second late)."""
 
 
 def load_plugin(plugin: str) -> Any:
@@ -54,6 +61,8 @@ class Framework:
         self._storage_ids: dict[int, int] = {}  # id(storage) -> storage id
         self._next_storage = 1
         self._event_sink: EventSink | None = None
+        self._host_changed: dict[tuple[int, str], float] = {}
+        self._deferred: list[Callable[[], None]] | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> Framework:
@@ -143,6 +152,47 @@ class Framework:
             )
         return key
 
+    # -- the host's own changes ------------------------------------------------
+
+    @contextlib.contextmanager
+    def host_operation(self) -> Iterator[None]:
+        """Hold provider notifications while the host changes objects.
+
+        A notification about an object the host is creating (a copy that
+        lands before the operation has given it a handle) would otherwise
+        reach the host as news; held back until the operation is over, it
+        finds the handle, or the object marked by :meth:`host_changed`.
+        """
+        self._deferred = []
+        try:
+            yield
+        finally:
+            deferred, self._deferred = self._deferred, None
+            for notification in deferred:
+                notification()
+
+    def host_changed(self, storage_id: int, key: str) -> None:
+        """The host changed this object: notifications about it are echoes."""
+        now = time.monotonic()
+        if len(self._host_changed) > 1024:
+            self._host_changed = {k: t for k, t in self._host_changed.items() if t > now}
+        self._host_changed[(storage_id, key)] = now + ECHO_WINDOW
+
+    def _is_echo(self, storage_id: int, key: str) -> bool:
+        deadline = self._host_changed.get((storage_id, key))
+        if deadline is None:
+            return False
+        if deadline < time.monotonic():
+            del self._host_changed[(storage_id, key)]
+            return False
+        return True
+
+    def _held(self, notification: Callable[[], None]) -> bool:
+        if self._deferred is None:
+            return False
+        self._deferred.append(notification)
+        return True
+
     # -- ProviderContext -----------------------------------------------------
 
     def _emit(self, code: EventCode, *params: int) -> None:
@@ -150,12 +200,18 @@ class Framework:
             self._event_sink(code, params)
 
     def object_added(self, storage: Storage, key: str) -> None:
+        if self._held(lambda: self.object_added(storage, key)):
+            return
         sid = self._storage_ids.get(id(storage))
         if sid is None or self.handles.known(sid, key) is not None:
             return  # ours already (the host made it) or an unknown storage
+        if self._is_echo(sid, key):
+            return
         self._emit(EventCode.OBJECT_ADDED, self.handles.handle_for(sid, key))
 
     def object_removed(self, storage: Storage, key: str) -> None:
+        if self._held(lambda: self.object_removed(storage, key)):
+            return
         sid = self._storage_ids.get(id(storage))
         if sid is None:
             return
@@ -165,12 +221,16 @@ class Framework:
             self._emit(EventCode.OBJECT_REMOVED, handle)
 
     def object_changed(self, storage: Storage, key: str) -> None:
+        if self._held(lambda: self.object_changed(storage, key)):
+            return
         sid = self._storage_ids.get(id(storage))
         handle = None if sid is None else self.handles.known(sid, key)
-        if handle is not None:
+        if handle is not None and sid is not None and not self._is_echo(sid, key):
             self._emit(EventCode.OBJECT_INFO_CHANGED, handle)
 
     def object_moved(self, storage: Storage, old_key: str, new_key: str) -> None:
+        if self._held(lambda: self.object_moved(storage, old_key, new_key)):
+            return
         sid = self._storage_ids.get(id(storage))
         if sid is None:
             return

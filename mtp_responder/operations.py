@@ -131,7 +131,8 @@ class Operations:
         if self.session.is_open and tx.code != OperationCode.OPEN_SESSION:
             self.session.last_transaction_id = tx.transaction_id
         try:
-            return await handler(self, tx)
+            with self.framework.host_operation():
+                return await handler(self, tx)
         except ProviderError as exc:
             log.info("%s failed: %s", OperationCode(tx.code).name, exc)
             return (exc.code, ())
@@ -443,6 +444,7 @@ class Operations:
                 except ProviderError:
                     pass
             handle = fw.handles.handle_for(sid, entry.key)
+            fw.host_changed(sid, entry.key)
             return (ResponseCode.OK, (sid, parent_handle, handle))
         upload = await storage.create(
             NewObject(parent_key, name, format_code, size, mtime, is_folder=False)
@@ -516,6 +518,7 @@ class Operations:
         fw = self.framework
         if entry.key != upload.key:
             fw.handles.rekey(pending.storage_id, upload.key, entry.key)
+        fw.host_changed(pending.storage_id, entry.key)
         return OK
 
     # -- moving and copying -------------------------------------------------------------
@@ -531,6 +534,7 @@ class Operations:
         if dest_sid == sid:
             moved = await storage.move(entry.key, parent_key)
             fw.handles.rekey(sid, entry.key, moved.key)
+            fw.host_changed(sid, moved.key)
         else:
             await self._copy_across(storage, entry, dest, parent_key)
             await storage.delete(entry.key)
@@ -538,6 +542,7 @@ class Operations:
             new_key = join_key(parent_key, entry.name)
             # Keep the handle: the host still holds it.
             fw.handles._add(handle, (dest_sid, new_key))
+            fw.host_changed(dest_sid, new_key)
         return OK
 
     @operation(OperationCode.COPY_OBJECT)
@@ -551,6 +556,7 @@ class Operations:
             copied = await storage.copy(entry.key, parent_key)
         else:
             copied = await self._copy_across(storage, entry, dest, parent_key)
+        fw.host_changed(dest_sid, copied.key)
         return (ResponseCode.OK, (fw.handles.handle_for(dest_sid, copied.key),))
 
     async def _copy_across(
@@ -653,11 +659,13 @@ class Operations:
                 return
             renamed = await storage.rename(entry.key, name)
             self.framework.handles.rekey(sid, entry.key, renamed.key)
+            self.framework.host_changed(sid, renamed.key)
         elif code == ObjectProp.DATE_MODIFIED:
             mtime = parse_date(str(value))
             if mtime is None:
                 raise ProviderError(ResponseCode.INVALID_OBJECT_PROP_VALUE, "bad date")
             await storage.set_mtime(entry.key, mtime)
+            self.framework.host_changed(sid, entry.key)
 
     @operation(OperationCode.SET_OBJECT_PROP_VALUE, data_out=True)
     async def set_object_prop_value(self, tx: Transaction) -> Response:
@@ -798,7 +806,7 @@ class Operations:
         if handle not in self.session.editing:
             await tx.drain()
             return (ResponseCode.GENERAL_ERROR, ())
-        _, storage, entry = await self._editable(handle)
+        sid, storage, entry = await self._editable(handle)
         upload = await storage.write_at(entry.key, _u64(low, high))
         written = 0
         try:
@@ -814,6 +822,8 @@ class Operations:
             with trio.CancelScope(shield=True):
                 await upload.abort()
             raise
+        finally:
+            self.framework.host_changed(sid, entry.key)
         return (ResponseCode.OK, (written,))
 
     @operation(OperationCode.TRUNCATE_OBJECT)
@@ -821,8 +831,9 @@ class Operations:
         handle, low, high = tx.params[:3]
         if handle not in self.session.editing:
             return (ResponseCode.GENERAL_ERROR, ())
-        _, storage, entry = await self._editable(handle)
+        sid, storage, entry = await self._editable(handle)
         await storage.truncate(entry.key, _u64(low, high))
+        self.framework.host_changed(sid, entry.key)
         return OK
 
 
