@@ -1,0 +1,269 @@
+"""The part of the responder's TOML config that shapes the USB gadget.
+
+The responder and the gadget script read the same file, so a product is described
+once.  Only the ``[device]`` and ``[gadget]`` tables matter here; everything else
+belongs to the responder and is ignored.  Every key has a default, so an empty file
+gives a working development gadget (with the Linux Foundation's test IDs, which a
+product must replace).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import socket
+import sys
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_FFS_MOUNT = "/dev/ffs-mtp"
+DEFAULT_STATE_DIR = Path("/run/mtp-gadget")
+
+MAX_SPEEDS = ("full-speed", "high-speed", "super-speed", "super-speed-plus")
+
+_FUNCTION_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class ConfigError(ValueError):
+    """The config file cannot describe a gadget."""
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """USB device descriptor fields and the English strings."""
+
+    vendor_id: int = 0x1D6B
+    product_id: int = 0x0100
+    bcd_device: int = 0x0100
+    bcd_usb: int = 0x0200
+    manufacturer: str = "Linux"
+    product: str = "MTP Responder"
+    serial: str = ""
+    max_speed: str = "super-speed"
+
+
+@dataclass(frozen=True)
+class GadgetSettings:
+    """How the configfs tree, the FunctionFS mount and the responder are set up."""
+
+    name: str = "mtp"
+    udc: str = ""
+    ffs_instance: str = "mtp"
+    functionfs_mount: str = DEFAULT_FFS_MOUNT
+    configuration: str = "MTP"
+    max_power: int = 500
+    os_desc: bool = True
+    os_desc_vendor_code: int = 0x01
+    extra_functions: tuple[str, ...] = ()
+    function_attributes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    responder_command: tuple[str, ...] = ()
+    responder_log: str = ""
+    ready_timeout: float = 30.0
+    stop_timeout: float = 10.0
+    bind_timeout: float = 10.0
+    state_dir: str = str(DEFAULT_STATE_DIR)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything gadget_config reads, plus where it was read from."""
+
+    device: DeviceSettings
+    gadget: GadgetSettings
+    config_path: Path | None
+
+    def responder_argv(self) -> list[str]:
+        """The responder command line, with ``{python}``/``{config}``/``{mount}`` filled."""
+        values = {
+            "python": sys.executable,
+            "config": str(self.config_path) if self.config_path else "",
+            "mount": self.gadget.functionfs_mount,
+            "name": self.gadget.name,
+        }
+        if self.gadget.responder_command:
+            return [part.format(**values) for part in self.gadget.responder_command]
+        argv = [sys.executable, "-m", "mtp_responder.cli"]
+        if self.config_path:
+            argv += ["--config", str(self.config_path)]
+        return [*argv, "--functionfs", self.gadget.functionfs_mount]
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.gadget.state_dir)
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / f"{self.gadget.name}.pid"
+
+    @property
+    def responder_log(self) -> Path:
+        if self.gadget.responder_log:
+            return Path(self.gadget.responder_log)
+        return self.state_dir / f"{self.gadget.name}-responder.log"
+
+
+def _int(table: Mapping[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    value = table.get(key, default)
+    if isinstance(value, str):
+        try:
+            value = int(value, 0)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: not an integer: {value!r}") from exc
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise ConfigError(f"{key}: {value:#x} out of range [{lo:#x}, {hi:#x}]")
+    return value
+
+
+def _str(table: Mapping[str, Any], key: str, default: str) -> str:
+    value = table.get(key, default)
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _float(table: Mapping[str, Any], key: str, default: float) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{key}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def _str_list(table: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def default_serial() -> str:
+    """A stable per-machine serial that does not reveal the machine ID.
+
+    Windows keys its per-device caches on the serial, so it must not change across
+    boots; machine-id(5) asks applications to derive their own ID from it instead
+    of exposing it.
+    """
+    for candidate in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            machine_id = Path(candidate).read_text().strip()
+        except OSError:
+            continue
+        if machine_id:
+            break
+    else:
+        machine_id = socket.gethostname()
+    mac = hmac.new(machine_id.encode(), b"mtp-responder usb serial", hashlib.sha256)
+    return mac.hexdigest()[:16].upper()
+
+
+def parse(data: Mapping[str, Any], config_path: Path | None = None) -> Settings:
+    """Validate the ``[device]`` and ``[gadget]`` tables of a parsed config."""
+    dev = data.get("device", {})
+    gad = data.get("gadget", {})
+    if not isinstance(dev, dict) or not isinstance(gad, dict):
+        raise ConfigError("[device] and [gadget] must be tables")
+
+    max_speed = _str(dev, "max_speed", DeviceSettings.max_speed)
+    if max_speed not in MAX_SPEEDS:
+        raise ConfigError(f"max_speed: one of {', '.join(MAX_SPEEDS)}, not {max_speed!r}")
+    device = DeviceSettings(
+        vendor_id=_int(dev, "vendor_id", DeviceSettings.vendor_id, 0, 0xFFFF),
+        product_id=_int(dev, "product_id", DeviceSettings.product_id, 0, 0xFFFF),
+        bcd_device=_int(dev, "bcd_device", DeviceSettings.bcd_device, 0, 0xFFFF),
+        bcd_usb=_int(dev, "bcd_usb", DeviceSettings.bcd_usb, 0x0200, 0xFFFF),
+        manufacturer=_str(dev, "manufacturer", DeviceSettings.manufacturer),
+        product=_str(dev, "product", DeviceSettings.product),
+        serial=_str(dev, "serial", "") or default_serial(),
+        max_speed=max_speed,
+    )
+    for key in ("manufacturer", "product", "serial"):
+        if not getattr(device, key):
+            raise ConfigError(f"device.{key} must not be empty")
+
+    name = _str(gad, "name", GadgetSettings.name)
+    instance = _str(gad, "ffs_instance", GadgetSettings.ffs_instance)
+    for key, value in (("name", name), ("ffs_instance", instance)):
+        if not _NAME_RE.match(value):
+            raise ConfigError(f"gadget.{key}: {value!r} is not a valid configfs name")
+    extra = _str_list(gad, "extra_functions")
+    for fn in extra:
+        if not _FUNCTION_RE.match(fn) or fn.startswith("ffs."):
+            raise ConfigError(f"extra_functions: {fn!r} is not a kernel function 'type.instance'")
+    attrs_table = gad.get("function_attributes", {})
+    if not isinstance(attrs_table, dict):
+        raise ConfigError("gadget.function_attributes must be a table")
+    function_attributes: dict[str, dict[str, str]] = {}
+    for fn, attrs in attrs_table.items():
+        if fn not in extra:
+            raise ConfigError(f"function_attributes.{fn}: not listed in extra_functions")
+        if not isinstance(attrs, dict):
+            raise ConfigError(f"function_attributes.{fn} must be a table")
+        function_attributes[fn] = {str(k): _attr_value(v) for k, v in attrs.items()}
+    responder = gad.get("responder_command", [])
+    if isinstance(responder, str):
+        raise ConfigError("responder_command: give a list of arguments, not a shell string")
+    mount = _str(gad, "functionfs_mount", DEFAULT_FFS_MOUNT)
+    if not mount.startswith("/"):
+        raise ConfigError("functionfs_mount must be an absolute path")
+    gadget = GadgetSettings(
+        name=name,
+        udc=_str(gad, "udc", ""),
+        ffs_instance=instance,
+        functionfs_mount=mount,
+        configuration=_str(gad, "configuration", GadgetSettings.configuration),
+        max_power=_int(gad, "max_power", GadgetSettings.max_power, 0, 900),
+        os_desc=bool(gad.get("os_desc", True)),
+        os_desc_vendor_code=_int(gad, "os_desc_vendor_code", 0x01, 0x01, 0xFF),
+        extra_functions=extra,
+        function_attributes=function_attributes,
+        responder_command=_str_list(gad, "responder_command") if responder else (),
+        responder_log=_str(gad, "responder_log", ""),
+        ready_timeout=_float(gad, "ready_timeout", GadgetSettings.ready_timeout),
+        stop_timeout=_float(gad, "stop_timeout", GadgetSettings.stop_timeout),
+        bind_timeout=_float(gad, "bind_timeout", GadgetSettings.bind_timeout),
+        state_dir=_str(gad, "state_dir", str(DEFAULT_STATE_DIR)),
+    )
+    return Settings(device=device, gadget=gadget, config_path=config_path)
+
+
+def _attr_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise ConfigError(f"function attribute value {value!r} must be a scalar")
+
+
+def load(path: str | Path | None) -> Settings:
+    """Read ``path`` (or use all defaults when it is None)."""
+    if path is None:
+        return parse({}, None)
+    p = Path(path).resolve()
+    try:
+        with open(p, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {p}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: {exc}") from exc
+    return parse(data, p)
+
+
+def format_keys(settings: Settings) -> Sequence[str]:
+    """Human-readable effective settings, for ``mtp-gadget status``."""
+    d, g = settings.device, settings.gadget
+    return [
+        f"config file      {settings.config_path or '(defaults)'}",
+        f"VID:PID          {d.vendor_id:04x}:{d.product_id:04x}  bcdDevice {d.bcd_device:04x}",
+        f"strings          {d.manufacturer!r} / {d.product!r} / serial {d.serial!r}",
+        f"max_speed        {d.max_speed}",
+        f"gadget           {g.name}  (ffs.{g.ffs_instance} at {g.functionfs_mount})",
+        f"extra functions  {', '.join(g.extra_functions) or '-'}",
+        f"responder        {' '.join(settings.responder_argv())}",
+    ]

@@ -1,0 +1,425 @@
+"""Guest-side helpers for the end-to-end tests: gadgets, tools, logs.
+
+These run inside the VM (see ``tests/e2e/vm.py``): the gadget is real (configfs,
+FunctionFS, dummy_hcd) and so are the initiators (libmtp, gphoto2, pyusb), which
+find the device through the ``/dev/bus/usb`` nodes devtmpfs creates.  Every tool's
+output goes to a file under the run's results directory, shared with the host,
+because a failing end-to-end test is debugged from its logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+ECHO_SCRIPT = Path(__file__).with_name("ffs_echo.py")
+PYTHON = sys.executable
+
+#: Set by the harness for the guest job; e2e tests refuse to run without it.
+GUEST_ENV = "MTP_E2E_GUEST"
+IN_GUEST = os.environ.get(GUEST_ENV) == "1"
+#: ``high-speed`` or ``super-speed``: the dummy_hcd link of this boot.
+LINK = os.environ.get("MTP_E2E_LINK", "high-speed")
+RESULTS = Path(os.environ.get("MTP_E2E_RESULTS", REPO_ROOT / ".cache" / "e2e-results"))
+
+CONFIGFS_GADGETS = Path("/sys/kernel/config/usb_gadget")
+USB_DEVICES = Path("/sys/bus/usb/devices")
+
+#: Test VID:PID (Linux Foundation test IDs); each test gadget gets its own PID so
+#: a device left over from a previous test can never be mistaken for the new one.
+TEST_VID = 0x1D6B
+_next_pid = 0x0200
+
+
+def next_test_pid() -> int:
+    global _next_pid
+    _next_pid += 1
+    return _next_pid
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:120]
+
+
+# -- TOML (just enough to write test configs) --------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value))  # JSON string escapes are valid TOML basic strings
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def toml_dumps(data: Mapping[str, Any], _prefix: str = "") -> str:
+    """Scalars and lists first, then sub-tables, as TOML requires."""
+    lines: list[str] = []
+    tables: list[tuple[str, Mapping[str, Any]]] = []
+    arrays: list[tuple[str, list[Mapping[str, Any]]]] = []
+    for key, value in data.items():
+        qkey = key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+        if isinstance(value, Mapping):
+            tables.append((qkey, value))
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            arrays.append((qkey, value))
+        else:
+            lines.append(f"{qkey} = {_toml_value(value)}")
+    out = "\n".join(lines) + ("\n" if lines else "")
+    for key, table in tables:
+        name = f"{_prefix}{key}"
+        out += f"\n[{name}]\n" + toml_dumps(table, name + ".")
+    for key, items in arrays:
+        name = f"{_prefix}{key}"
+        for item in items:
+            out += f"\n[[{name}]]\n" + toml_dumps(item, name + ".")
+    return out
+
+
+# -- running tools ------------------------------------------------------------------------
+
+
+@dataclass
+class ToolResult:
+    """A finished command; the full output is also in ``log``."""
+
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    log: Path
+    timed_out: bool = False
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def check(self) -> ToolResult:
+        if self.returncode != 0 or self.timed_out:
+            raise AssertionError(self.describe())
+        return self
+
+    def describe(self) -> str:
+        state = "timed out" if self.timed_out else f"exited {self.returncode}"
+        tail = "\n".join(self.output.splitlines()[-30:])
+        return f"`{shlex.join(self.argv)}` {state} after {self.seconds:.1f}s " \
+               f"(log {self.log}):\n{tail}"
+
+
+class Tools:
+    """Runs commands with a timeout and writes each one's output to its own file."""
+
+    def __init__(self, log_dir: Path, env: Mapping[str, str] | None = None) -> None:
+        self.log_dir = log_dir
+        self.env = dict(os.environ)
+        self.env.setdefault("PYTHONPATH", str(REPO_ROOT))
+        self.env.update(env or {})
+        self._count = 0
+
+    def run(
+        self,
+        argv: Sequence[str | Path],
+        *,
+        timeout: float = 60,
+        name: str | None = None,
+        check: bool = False,
+        cwd: Path | None = None,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> ToolResult:
+        args = [str(a) for a in argv]
+        self._count += 1
+        label = safe_name(name or Path(args[0]).name)
+        log = self.log_dir / f"{self._count:02d}-{label}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        full_env = {**self.env, **(env or {})}
+        started = time.monotonic()
+        timed_out = False
+        # A new session so a timeout can kill the tool's whole process group.
+        proc = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=full_env,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        seconds = time.monotonic() - started
+        result = ToolResult(
+            argv=args,
+            returncode=proc.returncode,
+            stdout=out.decode(errors="replace"),
+            stderr=err.decode(errors="replace"),
+            seconds=seconds,
+            log=log,
+            timed_out=timed_out,
+        )
+        state = "TIMED OUT" if timed_out else f"exit {proc.returncode}"
+        log.write_text(
+            f"$ {shlex.join(args)}\n# {state} after {seconds:.2f}s\n"
+            f"---- stdout ----\n{result.stdout}\n---- stderr ----\n{result.stderr}"
+        )
+        if check:
+            result.check()
+        return result
+
+
+# -- sysfs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsbDevice:
+    sysfs: Path
+    busnum: int
+    devnum: int
+    speed: str
+
+    @property
+    def dev_node(self) -> Path:
+        return Path(f"/dev/bus/usb/{self.busnum:03d}/{self.devnum:03d}")
+
+
+def find_usb_device(vid: int, pid: int) -> UsbDevice | None:
+    """The enumerated device with ``vid:pid`` as the host side of dummy_hcd sees it."""
+    try:
+        entries = list(USB_DEVICES.iterdir())
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            if int((entry / "idVendor").read_text(), 16) != vid:
+                continue
+            if int((entry / "idProduct").read_text(), 16) != pid:
+                continue
+            return UsbDevice(
+                sysfs=entry,
+                busnum=int((entry / "busnum").read_text()),
+                devnum=int((entry / "devnum").read_text()),
+                speed=(entry / "speed").read_text().strip(),
+            )
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def pyusb_find(vid: int, pid: int) -> Any:
+    """``usb.core.find`` on a fresh libusb context.
+
+    Debian's libusb learns about new devices from udevd's events; the guest runs
+    no udevd, so a context created before the device enumerated never sees it.
+    A new context scans sysfs afresh.
+    """
+    import usb.backend.libusb1 as libusb1
+    import usb.core
+
+    libusb1.get_backend()  # loads the library once
+    backend = libusb1._LibUSB(libusb1._lib)
+    return usb.core.find(idVendor=vid, idProduct=pid, backend=backend)
+
+
+def udc_speed() -> str:
+    for udc in Path("/sys/class/udc").iterdir():
+        return (udc / "current_speed").read_text().strip()
+    return "no UDC"
+
+
+# -- gadgets ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Gadget:
+    """One gadget built by ``mtp-gadget`` from a generated config file.
+
+    ``config`` is the TOML data written to ``config_path``; tests may change it and
+    call :meth:`write_config` before :meth:`up`.
+    """
+
+    tools: Tools
+    config: dict[str, Any]
+    config_path: Path
+    work_dir: Path
+    log_dir: Path
+    enumerate_timeout: float = 45.0
+    history: list[str] = field(default_factory=list)
+
+    @property
+    def vid(self) -> int:
+        return int(self.config["device"]["vendor_id"])
+
+    @property
+    def pid(self) -> int:
+        return int(self.config["device"]["product_id"])
+
+    @property
+    def name(self) -> str:
+        return str(self.config["gadget"]["name"])
+
+    @property
+    def mount(self) -> Path:
+        return Path(self.config["gadget"]["functionfs_mount"])
+
+    @property
+    def configfs_dir(self) -> Path:
+        return CONFIGFS_GADGETS / self.name
+
+    @property
+    def responder_log(self) -> Path:
+        return Path(self.config["gadget"]["responder_log"])
+
+    def write_config(self) -> None:
+        self.config_path.write_text(toml_dumps(self.config))
+
+    def cli(self, *verb: str, timeout: float = 90, check: bool = True) -> ToolResult:
+        """Run ``mtp-gadget --config <this config> <verb...>``."""
+        self.history.append(" ".join(verb))
+        return self.tools.run(
+            [PYTHON, "-m", "gadget_config.cli", "--config", self.config_path, *verb],
+            timeout=timeout,
+            name=f"mtp-gadget-{verb[0]}",
+            check=check,
+        )
+
+    def up(self, wait: bool = True) -> UsbDevice | None:
+        self.write_config()
+        self.cli("up")
+        return self.wait_enumerated() if wait else None
+
+    def down(self, check: bool = True) -> ToolResult:
+        return self.cli("down", check=check)
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.cli("status", "--json").stdout)
+        return result
+
+    def device(self) -> UsbDevice | None:
+        return find_usb_device(self.vid, self.pid)
+
+    def wait_enumerated(self, timeout: float | None = None) -> UsbDevice:
+        """Until the host side has the device and devtmpfs made its node."""
+        deadline = time.monotonic() + (timeout or self.enumerate_timeout)
+        while time.monotonic() < deadline:
+            dev = self.device()
+            if dev is not None and dev.dev_node.exists():
+                self.tools.run(["lsusb", "-d", f"{self.vid:04x}:{self.pid:04x}"],
+                               name="lsusb", check=True)
+                return dev
+            time.sleep(0.1)
+        self.tools.run(["dmesg"], name="dmesg")
+        self.tools.run([PYTHON, "-m", "gadget_config.cli", "--config", self.config_path,
+                        "status"], name="status")
+        raise AssertionError(
+            f"{self.vid:04x}:{self.pid:04x} did not enumerate within "
+            f"{timeout or self.enumerate_timeout:.0f}s; logs in {self.log_dir}\n"
+            f"responder log tail:\n{self.responder_log_tail()}"
+        )
+
+    def wait_gone(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.device() is None:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{self.vid:04x}:{self.pid:04x} still present after {timeout}s")
+
+    def responder_log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.responder_log.read_text(errors="replace")
+        except OSError:
+            return "(no responder log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def responder_pid(self) -> int | None:
+        try:
+            data = json.loads((Path("/run/mtp-gadget") / f"{self.name}.pid").read_text())
+        except (OSError, ValueError):
+            return None
+        pid = data.get("pid")
+        return pid if isinstance(pid, int) else None
+
+
+def echo_responder_command(*extra: str) -> list[str]:
+    return ["{python}", str(ECHO_SCRIPT), "{mount}", *extra]
+
+
+def mtp_responder_command(*extra: str) -> list[str]:
+    return ["{python}", "-m", "mtp_responder.cli", "--config", "{config}",
+            "--functionfs", "{mount}", *extra]
+
+
+def base_config(
+    *,
+    name: str,
+    work_dir: Path,
+    log_dir: Path,
+    responder_command: Sequence[str],
+    product: str = "E2E Gadget",
+    extra_functions: Sequence[str] = (),
+) -> dict[str, Any]:
+    return {
+        "device": {
+            "vendor_id": TEST_VID,
+            "product_id": next_test_pid(),
+            "bcd_device": 0x0101,
+            "manufacturer": "MTP E2E",
+            "product": product,
+            "serial": f"E2E-{os.getpid()}-{_next_pid:04X}",
+            "max_speed": "super-speed",
+        },
+        "gadget": {
+            "name": name,
+            "functionfs_mount": f"/dev/ffs-{name}",
+            "ffs_instance": name,
+            "extra_functions": list(extra_functions),
+            "responder_command": list(responder_command),
+            "responder_log": str(log_dir / "responder.log"),
+            "ready_timeout": 60,
+            "stop_timeout": 10,
+        },
+    }
+
+
+def leftover_gadgets() -> list[str]:
+    try:
+        return sorted(p.name for p in CONFIGFS_GADGETS.iterdir())
+    except OSError:
+        return []
+
+
+def functionfs_mount_points() -> list[str]:
+    points = []
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 2 and parts[2] == "functionfs":
+                points.append(parts[1])
+    return points
+
+
+def fresh_dir(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path

@@ -1,0 +1,173 @@
+"""Run the end-to-end suite inside the test VM and judge it strictly.
+
+``python -m tests.e2e.harness [-k EXPR] [--highspeed | --superspeed] [--demo]``
+
+Two boots by default:
+
+1. a high-speed dummy_hcd link running every test marked ``e2e``;
+2. a SuperSpeed link (``dummy_hcd.is_super_speed=1``) running the tests marked
+   both ``e2e`` and ``superspeed``.
+
+The guest runs pytest itself (the project's venv over 9p) and writes a JUnit XML
+report into the run directory; this side reads it back.  A skipped test counts as
+a failure, and so do zero tests, a crashed guest or a timeout: an end-to-end suite
+that quietly proves nothing is worse than a red one.
+
+``--demo`` boots once and runs ``tests/e2e/guest/demo.py``, which brings the
+gadget up with ``mtp-gadget up`` and drives it with libmtp's tools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.e2e import vm
+
+SUITE_TIMEOUT = 900  # per boot, inside the guest; the host adds boot/power-off slack
+
+
+@dataclass
+class Case:
+    link: str
+    name: str
+    outcome: str  # passed | failed | error | skipped
+    seconds: float
+    message: str = ""
+
+
+@dataclass
+class Boot:
+    link: str
+    marker: str
+
+
+def parse_junit(path: Path, link: str) -> list[Case]:
+    root = ET.parse(path).getroot()
+    cases = []
+    for tc in root.iter("testcase"):
+        classname = tc.get("classname", "")
+        module = classname.rsplit(".", 1)[-1]
+        name = f"{module}::{tc.get('name', '?')}"
+        outcome, message = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            node = tc.find(tag)
+            if node is not None:
+                outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[tag]
+                # The attribute is pytest's one-line summary; the text has the details.
+                message = (node.text or node.get("message") or "").strip()
+                break
+        cases.append(Case(link, name, outcome, float(tc.get("time", 0) or 0), message))
+    return cases
+
+
+def pytest_command(marker: str, keyword: str | None, extra: Sequence[str]) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "pytest", "tests/e2e",
+        "-m", marker,  # overrides the `-m 'not e2e'` in the project's addopts
+        "-p", "no:cacheprovider",  # nothing to cache, and 9p writes are slow
+        "--junitxml={run_dir}/junit.xml",
+        "-o", "junit_family=xunit2",
+        "-rfEs", "-v",
+    ]  # fmt: skip
+    if keyword:
+        cmd += ["-k", keyword]
+    return cmd + list(extra)
+
+
+def print_table(cases: list[Case]) -> None:
+    width = max([len(c.name) for c in cases] + [20])
+    print(f"\n{'link':<12} {'test':<{width}} {'result':<8} {'time':>7}")
+    print(f"{'-' * 12} {'-' * width} {'-' * 8} {'-' * 7}")
+    for c in cases:
+        flag = c.outcome.upper() if c.outcome != "passed" else "ok"
+        print(f"{c.link:<12} {c.name:<{width}} {flag:<8} {c.seconds:>6.1f}s")
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    boots = []
+    if not args.superspeed:
+        boots.append(Boot("high-speed", "e2e"))
+    if not args.highspeed:
+        boots.append(Boot("super-speed", "e2e and superspeed"))
+    started = time.monotonic()
+    cases: list[Case] = []
+    problems: list[str] = []
+    for boot in boots:
+        result = vm.run(
+            pytest_command(boot.marker, args.k, args.pytest_args),
+            superspeed=boot.link == "super-speed",
+            timeout=args.timeout,
+            label=f"e2e-{boot.link}",
+        )
+        junit = result.run_dir / "junit.xml"
+        boot_cases = parse_junit(junit, boot.link) if junit.exists() else []
+        cases += boot_cases
+        if not junit.exists():
+            problems.append(f"{boot.link}: no JUnit report ({result.describe_failure()})")
+        elif not boot_cases:
+            problems.append(f"{boot.link}: zero tests ran")
+        # pytest exit status 1 is 'some tests failed', reported per test below;
+        # anything else (interrupted, internal error, no tests) is a problem of its own.
+        if not result.ok and not (result.exit_status == 1 and boot_cases):
+            problems.append(f"{boot.link}: {result.describe_failure()}")
+        print(f"[e2e] {boot.link}: {len(boot_cases)} tests; logs in {result.run_dir}")
+    if cases:
+        print_table(cases)
+    bad = [c for c in cases if c.outcome != "passed"]
+    for c in bad:
+        print(f"\n{c.outcome.upper()}: [{c.link}] {c.name}")
+        for line in c.message.splitlines()[-30:]:
+            print(f"    {line}")
+        if c.outcome == "skipped":
+            print("    (a skipped end-to-end test counts as a failure)")
+    elapsed = time.monotonic() - started
+    counts = {o: sum(c.outcome == o for c in cases) for o in ("passed", "failed", "error",
+                                                               "skipped")}
+    summary = ", ".join(f"{n} {o}" for o, n in counts.items())
+    for p in problems:
+        print(f"\nPROBLEM: {p}")
+    verdict = "PASSED" if not bad and not problems and cases else "FAILED"
+    print(f"\n[e2e] {verdict}: {summary} in {elapsed:.0f}s")
+    return 0 if verdict == "PASSED" else 1
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    result = vm.run(
+        [sys.executable, "-m", "tests.e2e.guest.demo"],
+        superspeed=args.superspeed,
+        timeout=args.timeout,
+        label="demo",
+    )
+    if result.guest_log.exists():
+        print(result.guest_log.read_text(errors="replace"))
+    return 0 if result.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.e2e.harness", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--demo", action="store_true", help="boot and run the demo instead")
+    parser.add_argument("-k", metavar="EXPR", help="pytest -k expression inside the guest")
+    speed = parser.add_mutually_exclusive_group()
+    speed.add_argument("--superspeed", action="store_true",
+                       help="only the SuperSpeed boot (tests marked superspeed)")
+    speed.add_argument("--highspeed", action="store_true", help="only the high-speed boot")
+    parser.add_argument("--timeout", type=float, default=SUITE_TIMEOUT,
+                        help=f"guest job timeout per boot in seconds (default {SUITE_TIMEOUT})")
+    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    args = parser.parse_args(argv)
+    try:
+        return run_demo(args) if args.demo else run_suite(args)
+    except vm.VmError as exc:
+        print(f"[e2e] FAILED: cannot run the VM: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
