@@ -327,5 +327,11 @@ class Server:
             self.conn.reset()
             self._pushed.clear()
             self._reset_after = False
+            try:
+                # Half-queued IN bytes of the lost transfer must not lead
+                # the first response on the next link.
+                await self.transport.abort_transfers()
+            except Disconnected:
+                pass
             await self.ops.close_session("link lost")
             self.transport.set_idle(True)
