@@ -409,7 +409,7 @@ def build_tree(settings: Settings) -> Path:
     _write(gdir / "idVendor", f"{d.vendor_id:#06x}")
     _write(gdir / "idProduct", f"{d.product_id:#06x}")
     _write(gdir / "bcdDevice", f"{d.bcd_device:#06x}")
-    _write(gdir / "bcdUSB", f"{d.bcd_usb:#06x}")
+    _write(gdir / "bcdUSB", f"{g.bcd_usb:#06x}")
     # Class 0: each interface names its own class, which is what libmtp's probe
     # and Windows' MTP class driver look for.
     _write(gdir / "bDeviceClass", "0x00")

@@ -40,7 +40,6 @@ class DeviceSettings:
     vendor_id: int = 0x1D6B
     product_id: int = 0x0100
     bcd_device: int = 0x0100
-    bcd_usb: int = 0x0200
     manufacturer: str = "Linux"
     product: str = "MTP Responder"
     serial: str = ""
@@ -53,6 +52,7 @@ class GadgetSettings:
 
     name: str = "mtp"
     udc: str = ""
+    bcd_usb: int = 0x0200
     ffs_instance: str = "mtp"
     functionfs_mount: str = DEFAULT_FFS_MOUNT
     configuration: str = "MTP"
@@ -176,7 +176,6 @@ def parse(data: Mapping[str, Any], config_path: Path | None = None) -> Settings:
         vendor_id=_int(dev, "vendor_id", DeviceSettings.vendor_id, 0, 0xFFFF),
         product_id=_int(dev, "product_id", DeviceSettings.product_id, 0, 0xFFFF),
         bcd_device=_int(dev, "bcd_device", DeviceSettings.bcd_device, 0, 0xFFFF),
-        bcd_usb=_int(dev, "bcd_usb", DeviceSettings.bcd_usb, 0x0200, 0xFFFF),
         manufacturer=_str(dev, "manufacturer", DeviceSettings.manufacturer),
         product=_str(dev, "product", DeviceSettings.product),
         serial=_str(dev, "serial", "") or default_serial(),
@@ -214,6 +213,7 @@ def parse(data: Mapping[str, Any], config_path: Path | None = None) -> Settings:
     gadget = GadgetSettings(
         name=name,
         udc=_str(gad, "udc", ""),
+        bcd_usb=_int(gad, "bcd_usb", GadgetSettings.bcd_usb, 0x0200, 0xFFFF),
         ffs_instance=instance,
         functionfs_mount=mount,
         configuration=_str(gad, "configuration", GadgetSettings.configuration),

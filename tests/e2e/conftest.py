@@ -45,6 +45,7 @@ from tests.e2e.guest.support import (  # noqa: E402
     base_config,
     echo_responder_command,
     fresh_dir,
+    fresh_libusb_context_per_find,
     functionfs_mount_points,
     leftover_gadgets,
     mtp_responder_command,
@@ -53,6 +54,10 @@ from tests.e2e.guest.support import (  # noqa: E402
 )
 
 MakeGadget = Callable[..., Gadget]
+
+
+if IN_GUEST:
+    fresh_libusb_context_per_find()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -169,10 +174,13 @@ def echo_gadget(make_gadget: MakeGadget) -> Gadget:
 def mtp_gadget(make_gadget: MakeGadget, guest_tmp: Path) -> Gadget:
     storage = guest_tmp / "storage"
     storage.mkdir()
+    state = guest_tmp / "responder-state"
+    state.mkdir()
     gadget = make_gadget(
         responder_command=mtp_responder_command(),
         config={
             "device": {"product": "MTP E2E Device"},
+            "state_dir": str(state),
             "providers": {
                 "files": {"storages": [{"path": str(storage), "description": "E2E Storage"}]}
             },

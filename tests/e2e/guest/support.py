@@ -241,6 +241,28 @@ def pyusb_find(vid: int, pid: int) -> Any:
     return usb.core.find(idVendor=vid, idProduct=pid, backend=backend)
 
 
+def fresh_libusb_context_per_find() -> None:
+    """Make every ``usb.core.find()`` without an explicit backend use a new context.
+
+    Same reason as :func:`pyusb_find`, applied to code that calls pyusb directly
+    (a test that unbinds and rebinds the gadget must find the new device).  The
+    Device objects keep their own backend, so older handles stay valid.
+    """
+    import usb.backend.libusb1 as libusb1
+
+    if getattr(libusb1.get_backend, "_fresh_context", False):
+        return
+    original = libusb1.get_backend
+
+    def get_backend(find_library: Any = None) -> Any:
+        if original(find_library) is None:
+            return None
+        return libusb1._LibUSB(libusb1._lib)
+
+    get_backend._fresh_context = True  # type: ignore[attr-defined]
+    libusb1.get_backend = get_backend
+
+
 def udc_speed() -> str:
     for udc in Path("/sys/class/udc").iterdir():
         return (udc / "current_speed").read_text().strip()
