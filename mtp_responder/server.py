@@ -78,18 +78,22 @@ class Transaction:
         server = self._server
         if self.data_in_done:
             return
-        event = await server.next_event()
-        if not isinstance(event, DataStart):
-            server.push_back(event)
-            self.data_in_done = True
-            raise ProviderError(ResponseCode.INVALID_DATASET, "expected a data phase")
-        self.data_in_started = True
-        if event.transaction_id != self.transaction_id:
-            await self.drain()
-            raise ProviderError(
-                ResponseCode.INVALID_TRANSACTION_ID,
-                f"data phase for transaction {event.transaction_id}",
-            )
+        if not self.data_in_started:  # else resume a phase a caller left (drain)
+            event = await server.next_event()
+            if not isinstance(event, DataStart):
+                self.data_in_done = True
+                if isinstance(event, BadContainer) and event.transaction_id == self.transaction_id:
+                    # This transaction's data container was broken: answer it once.
+                    raise ProviderError(ResponseCode(event.response), event.reason)
+                server.push_back(event)
+                raise ProviderError(ResponseCode.INVALID_DATASET, "expected a data phase")
+            self.data_in_started = True
+            if event.transaction_id != self.transaction_id:
+                await self.drain()
+                raise ProviderError(
+                    ResponseCode.INVALID_TRANSACTION_ID,
+                    f"data phase for transaction {event.transaction_id}",
+                )
         while True:
             event = await server.next_event()
             if isinstance(event, DataChunk):
@@ -111,9 +115,11 @@ class Transaction:
         async for chunk in self.data_chunks():
             size += len(chunk)
             if size > limit:
-                await self.drain()
-                raise ProviderError(ResponseCode.INVALID_DATASET, "dataset is too large")
+                break
             parts.append(chunk)
+        if size > limit:
+            await self.drain()
+            raise ProviderError(ResponseCode.INVALID_DATASET, "dataset is too large")
         if self.incomplete:
             raise ProviderError(ResponseCode.INCOMPLETE_TRANSFER, "dataset is truncated")
         return b"".join(parts)
