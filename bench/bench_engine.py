@@ -69,6 +69,7 @@ def start_engine(base: Path) -> tuple[subprocess.Popen[bytes], Path, Path]:
         f'[drives]\nc = "{base / "c"}"\n'
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    sock.unlink(missing_ok=True)
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "--config", str(cfgp), "serve"],
         env=env,
@@ -159,6 +160,10 @@ def main() -> int:
             # peak RSS while backing up a large tree
             print(f"generating {big_gib:g} GiB tree ...", flush=True)
             fill(data, int(big_gib * (1 << 30)), 256 << 20)
+            # A fresh engine, so the peak below belongs to this backup alone.
+            proc.terminate()
+            proc.wait(10)
+            proc, cfgp, sock = start_engine(base)
             rss_before = peak_rss_kib(proc.pid)
             t0 = time.perf_counter()
             with SyncEngineClient(sock) as c, open("/dev/null", "wb") as null:

@@ -236,19 +236,25 @@ class ActiveBackupClient:
 
         conn = Connection(stream, handler, on_event, odd_ids=True)
         me = cls(conn, cb, sid)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(conn.serve)
-            try:
-                ans = await conn.call("hello", {"role": "owner", "sid": sid, "protocol": 1})
-                if isinstance(ans, dict) and isinstance(ans.get("mode"), dict):
-                    me._set_mode(ModeInfo.from_wire(ans["mode"]))
-                yield me
-            finally:
-                # Close before cancelling: a checkpoint inside a cancelled scope
-                # here would swallow the exception that is unwinding the body.
-                with trio.CancelScope(shield=True):
-                    await conn.aclose()
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn.serve)
+                try:
+                    ans = await conn.call("hello", {"role": "owner", "sid": sid, "protocol": 1})
+                    if isinstance(ans, dict) and isinstance(ans.get("mode"), dict):
+                        me._set_mode(ModeInfo.from_wire(ans["mode"]))
+                    yield me
+                finally:
+                    # Close before cancelling: a checkpoint inside a cancelled scope
+                    # here would swallow the exception that is unwinding the body.
+                    with trio.CancelScope(shield=True):
+                        await conn.aclose()
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as eg:
+            # One failure (a refused hello, an error in the body) is raised as itself.
+            if len(eg.exceptions) == 1:
+                raise eg.exceptions[0] from None
+            raise
 
     def _set_mode(self, m: ModeInfo) -> None:
         self.mode = m

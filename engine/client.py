@@ -157,19 +157,25 @@ class EngineClient:
 
         conn = Connection(stream, None, on_event, odd_ids=True)
         client = cls(conn)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(conn.serve)
-            try:
-                ans = await conn.call("hello", {"role": role, "protocol": 1, **hello})
-                if isinstance(ans, dict) and isinstance(ans.get("mode"), dict):
-                    client.mode = ModeInfo.from_wire(ans["mode"])
-                yield client
-            finally:
-                # Close before cancelling: a checkpoint inside a cancelled scope
-                # here would swallow the exception that is unwinding the body.
-                with trio.CancelScope(shield=True):
-                    await conn.aclose()
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn.serve)
+                try:
+                    ans = await conn.call("hello", {"role": role, "protocol": 1, **hello})
+                    if isinstance(ans, dict) and isinstance(ans.get("mode"), dict):
+                        client.mode = ModeInfo.from_wire(ans["mode"])
+                    yield client
+                finally:
+                    # Close before cancelling: a checkpoint inside a cancelled scope
+                    # here would swallow the exception that is unwinding the body.
+                    with trio.CancelScope(shield=True):
+                        await conn.aclose()
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as eg:
+            # One failure (a refused hello, an error in the body) is raised as itself.
+            if len(eg.exceptions) == 1:
+                raise eg.exceptions[0] from None
+            raise
 
     async def _call(self, op: str, **args: object) -> Any:
         return await self.conn.call(op, args)

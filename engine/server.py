@@ -405,8 +405,20 @@ def _in_trio() -> bool:
         return False
 
 
+async def _signals(cancel: trio.CancelScope) -> None:
+    import signal
+
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
+        async for _ in sigs:
+            cancel.cancel()
+            return
+
+
 async def run_server(
     config: EngineConfig, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
+    """Serve until SIGTERM/SIGINT; then clean up (socket, launched owners)."""
     server = EngineServer(config)
-    await server.serve(task_status=task_status)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_signals, nursery.cancel_scope)
+        await server.serve(task_status=task_status)

@@ -42,7 +42,8 @@ def test_malformed_registration_tolerated(tmp_path: Path) -> None:
         <proxy_data_manager SID="0xxxxx2BE9"/>
         <proxy_data_manager SID="0AB7E58A"/>
         <dbms_backup policy=""/><dbms_backup policy="zz"/>
-        <passive_backup><include_file name="c:\\foreign\\x"/><include_file name="ok.txt"/></passive_backup>
+        <passive_backup><include_file name="c:\\foreign\\x"/>
+        <include_file name="ok.txt"/></passive_backup>
         <unknown/>
         </backup_registration>"""
     )
