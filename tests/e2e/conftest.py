@@ -99,8 +99,12 @@ def guest_tmp(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture
-def tools(test_logs: Path) -> Tools:
-    return Tools(test_logs)
+def tools(test_logs: Path, guest_tmp: Path) -> Tools:
+    # A private HOME: gphoto2 and libmtp write settings there, and the real /root
+    # is the host's, shared over 9p.
+    home = guest_tmp / "home"
+    home.mkdir()
+    return Tools(test_logs, env={"HOME": str(home)})
 
 
 @pytest.fixture

@@ -386,6 +386,7 @@ def run(
     cpus: int = 2,
     cache: Path = CACHE_DIR,
     echo: bool = True,
+    show_logs_on_failure: bool = True,
 ) -> VmResult:
     """Boot the guest, run ``command`` in the host root (chroot), power off.
 
@@ -503,10 +504,15 @@ def run(
         state = "ok" if result.ok else "FAILED: " + result.describe_failure()
         boot_txt = f"{boot:.1f}s" if boot is not None else "?"
         _log(f"guest {state} (kernel to job: {boot_txt}, wall clock: {wall:.1f}s)")
-        if not result.ok:
-            _print_tail(result.console_log, "console", 30)
-            _print_tail(result.guest_log, "guest log", 40)
+        if not result.ok and show_logs_on_failure:
+            print_logs(result)
     return result
+
+
+def print_logs(result: VmResult) -> None:
+    """The end of the console and of the guest job's output, for a failed run."""
+    _print_tail(result.console_log, "console", 30)
+    _print_tail(result.guest_log, "guest log", 40)
 
 
 def _print_tail(path: Path, what: str, lines: int) -> None:

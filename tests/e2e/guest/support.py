@@ -9,6 +9,7 @@ because a failing end-to-end test is debugged from its logs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -422,6 +423,72 @@ def base_config(
             "stop_timeout": 10,
         },
     }
+
+
+# -- files and initiator output -----------------------------------------------------
+
+
+def make_file(path: Path, size: int) -> str:
+    """Random content of ``size`` bytes; returns its SHA-256."""
+    digest = hashlib.sha256()
+    block = os.urandom(min(size, 1 << 20))
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            piece = block[: min(left, len(block))]
+            f.write(piece)
+            digest.update(piece)
+            left -= len(piece)
+    return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class MtpFile:
+    """One entry of ``mtp-files`` output."""
+
+    item_id: int
+    name: str
+    size: int
+    parent_id: int
+    storage_id: int | None
+
+
+def parse_mtp_files(output: str) -> list[MtpFile]:
+    files = []
+    for block in re.split(r"^File ID: ", output, flags=re.M)[1:]:
+        item_id = int(block.split("\n", 1)[0].strip())
+        name = re.search(r"^\s*Filename: (.*)$", block, re.M)
+        size = re.search(r"^\s*File size (\d+)", block, re.M)
+        parent = re.search(r"^\s*Parent ID: (\d+)", block, re.M)
+        storage = re.search(r"^\s*Storage ID: 0x([0-9a-fA-F]+)", block, re.M)
+        if not (name and size and parent):
+            raise AssertionError(f"cannot parse mtp-files entry:\n{block}")
+        files.append(MtpFile(
+            item_id=item_id,
+            name=name.group(1).strip(),
+            size=int(size.group(1)),
+            parent_id=int(parent.group(1)),
+            storage_id=int(storage.group(1), 16) if storage else None,
+        ))
+    return files
+
+
+def parse_mtp_folders(output: str) -> dict[str, int]:
+    """``mtp-folders`` prints ``<id>\t<indent><name>``; returns name -> id."""
+    folders = {}
+    for line in output.splitlines():
+        m = re.match(r"^(\d+)\t\s*(.+)$", line)
+        if m:
+            folders[m.group(2).strip()] = int(m.group(1))
+    return folders
 
 
 def leftover_gadgets() -> list[str]:
