@@ -9,10 +9,7 @@ product must replace).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
-import socket
 import sys
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -143,11 +140,11 @@ def _str_list(table: Mapping[str, Any], key: str) -> tuple[str, ...]:
 
 
 def default_serial() -> str:
-    """A stable per-machine serial that does not reveal the machine ID.
+    """The machine ID, the same default the responder reports in GetDeviceInfo.
 
-    Windows keys its per-device caches on the serial, so it must not change across
-    boots; machine-id(5) asks applications to derive their own ID from it instead
-    of exposing it.
+    The USB iSerialNumber and the MTP serial number must agree: Windows keys its
+    per-device caches on the USB serial and shows the MTP one.  Both stay stable
+    across boots because /etc/machine-id does.
     """
     for candidate in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
         try:
@@ -155,11 +152,8 @@ def default_serial() -> str:
         except OSError:
             continue
         if machine_id:
-            break
-    else:
-        machine_id = socket.gethostname()
-    mac = hmac.new(machine_id.encode(), b"mtp-responder usb serial", hashlib.sha256)
-    return mac.hexdigest()[:16].upper()
+            return machine_id[:32]
+    return "0"
 
 
 def parse(data: Mapping[str, Any], config_path: Path | None = None) -> Settings:
