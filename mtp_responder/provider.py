@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import abc
 import posixpath
-from pathlib import Path
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from .codes import AccessCapability, ObjectFormat, ResponseCode, StorageType
