@@ -7,8 +7,8 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,11 +17,11 @@ import trio
 
 from engine.client import EngineClient
 from engine.config import EngineConfig
-from engine.errors import EngineError, ErrorCode, InUseError, TimedOutError
+from engine.errors import AccessDeniedError, EngineError, ErrorCode, InUseError, TimedOutError
 from engine.types import BackupIncType, BURMode, DataOwnerStatus, TransferType, format_sid
 
 from .conftest import EngineProcess, start_engine, stop_engine
-from .helpers import PASSIVE_ALL, env, make_config, make_tree, register, tree_state
+from .helpers import PASSIVE_ALL, make_config, make_tree, register, tree_state
 
 SID = 0x0FA00020
 HANG, CRASH, GARB = 0x0AB7E600, 0x0AB7E601, 0x0AB7E602
@@ -228,33 +228,11 @@ def test_peer_credentials_enforced(dev: tuple[EngineConfig, EngineProcess, Path]
     while p != Path("/tmp") and p != p.parent:
         os.chmod(p, os.stat(p).st_mode | 0o011)
         p = p.parent
-    code = (
-        "import sys, trio\n"
-        "from engine.client import EngineClient\n"
-        "from engine.errors import AccessDeniedError\n"
-        "async def main(role, extra):\n"
-        "    try:\n"
-        "        async with EngineClient.connect(sys.argv[1], role=role, **extra):\n"
-        "            pass\n"
-        "    except AccessDeniedError:\n"
-        "        print('denied', role)\n"
-        f"trio.run(main, 'client', {{}})\ntrio.run(main, 'owner', {{'sid': {SID}}})\n"
-    )
-    try:
-        subprocess.run([sys.executable, "-c", "pass"], user=65534, group=65534, check=True, cwd="/")
-    except (PermissionError, subprocess.CalledProcessError):
-        pytest.skip("the interpreter is not usable by an unprivileged user here")
-    r = subprocess.run(
-        [sys.executable, "-c", code, str(cfg.socket_path)],
-        user=65534,
-        group=65534,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd="/",
-    )
-    assert "denied client" in r.stdout and "denied owner" in r.stdout, r.stderr
+    results = {
+        role: _connect_as_nobody(cfg.socket_path, role, extra)
+        for role, extra in (("client", {}), ("owner", {"sid": SID}))
+    }
+    assert results == {"client": "denied", "owner": "denied"}
 
 
 async def test_disk_full_during_restore(tmp_path: Path) -> None:
@@ -283,3 +261,41 @@ async def test_disk_full_during_restore(tmp_path: Path) -> None:
             stop_engine(ep)
     finally:
         subprocess.run(["umount", str(small)])
+
+
+def _connect_as_nobody(path: Path, role: str, extra: dict[str, object]) -> str:
+    """Connect from a forked child that dropped to uid/gid 65534.
+
+    Forking (rather than running a new interpreter as that user) keeps the
+    test independent of whether the interpreter's install is readable by it.
+    """
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the test
+        status = 1
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            outcome: list[str] = []
+
+            async def attempt() -> None:
+                try:
+                    async with EngineClient.connect(path, role=role, **extra):
+                        outcome.append("connected")
+                except AccessDeniedError:
+                    outcome.append("denied")
+
+            thread = threading.Thread(target=trio.run, args=(attempt,))
+            thread.start()
+            thread.join(30)
+            os.write(w, (outcome[0] if outcome else "no answer").encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(w)
+    with os.fdopen(r) as pipe:
+        answer = pipe.read()
+    os.waitpid(pid, 0)
+    return answer
