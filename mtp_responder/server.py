@@ -240,9 +240,21 @@ class Server:
     async def _stray_data(self, start: DataStart) -> None:
         """A data phase nobody asked for: drop it, answer its transaction."""
         log.warning("data phase without a command (transaction %d)", start.transaction_id)
-        while not isinstance(await self.next_event(), DataEnd):
-            pass
-        await self._respond(start.code, start.transaction_id, ResponseCode.GENERAL_ERROR, ())
+        with trio.CancelScope() as scope:  # a host Cancel ends the wait for its end
+            self._scope = scope
+            try:
+                while True:
+                    event = await self.next_event()
+                    if isinstance(event, DataEnd):
+                        break
+                    if not isinstance(event, DataChunk):
+                        self.push_back(event)
+                        break
+            finally:
+                self._scope = None
+            await self._respond(start.code, start.transaction_id, ResponseCode.GENERAL_ERROR, ())
+        if scope.cancelled_caught:
+            await self._after_cancel()
 
     async def _transaction(self, command: Command) -> None:
         tx = Transaction(self, command)
