@@ -608,8 +608,11 @@ class Operations:
     # -- object properties ------------------------------------------------------------
 
     def _check_format(self, format_code: int) -> None:
-        if format_code not in SUPPORTED_FORMATS:
-            raise ProviderError(ResponseCode.INVALID_OBJECT_FORMAT_CODE)
+        """Every format has the same properties here, so any format code a
+        host asks about gets them: libmtp asks for whatever format it
+        guessed from a file name, and a refusal makes it leave the file
+        name out of SendObjectPropList."""
+        del format_code
 
     @operation(OperationCode.GET_OBJECT_PROPS_SUPPORTED)
     async def get_object_props_supported(self, tx: Transaction) -> Response:
