@@ -98,7 +98,8 @@ def test_a_string_too_long_for_mtp_is_refused() -> None:
 
 
 def test_a_string_with_nul_is_refused() -> None:
-    assert error_for({"device": {"product": "a\x00b"}}) == "device.product: contains a NUL character"
+    message = error_for({"device": {"product": "a\x00b"}})
+    assert message == "device.product: contains a NUL character"
 
 
 def test_an_unknown_speed_is_refused_with_the_choices() -> None:
@@ -153,7 +154,8 @@ def test_a_provider_names_its_plugin_or_defaults_to_its_own_name() -> None:
     config = parse_config(
         {"providers": {"files": {"storages": []}, "cards": {"plugin": "files", "storages": []}}}
     )
-    assert [(p.name, p.plugin) for p in config.providers] == [("files", "files"), ("cards", "files")]
+    names = [(p.name, p.plugin) for p in config.providers]
+    assert names == [("files", "files"), ("cards", "files")]
 
 
 def test_a_provider_switch_must_be_a_boolean() -> None:
