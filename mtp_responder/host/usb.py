@@ -62,10 +62,28 @@ class Response:
     params: tuple[int, ...]
 
 
+def _fresh_backend() -> Any:
+    """A libusb backend on a new context.
+
+    libusb learns about hot-plugged devices from udev's events; without
+    udevd (a small board, a test VM) a context created earlier never sees a
+    device that enumerated later, e.g. after a replug.  A new context scans
+    the bus afresh.
+    """
+    import usb.backend.libusb1 as libusb1
+
+    libusb1.get_backend()  # loads the shared library once
+    return libusb1._LibUSB(libusb1._lib)
+
+
+def find_device(vendor_id: int, product_id: int) -> Any | None:
+    return usb.core.find(idVendor=vendor_id, idProduct=product_id, backend=_fresh_backend())
+
+
 def find_mtp_devices() -> list[Any]:
     """USB devices with an MTP-like interface (still image class 6/1/1)."""
     found = []
-    for dev in usb.core.find(find_all=True):
+    for dev in usb.core.find(find_all=True, backend=_fresh_backend()):
         try:
             for cfg in dev:
                 for intf in cfg:

@@ -22,7 +22,7 @@ import usb.core
 from mtp_responder.codes import OperationCode, ResponseCode
 from mtp_responder.container import data_header
 from mtp_responder.datasets import ObjectInfoData, build_object_info, parse_prop_list
-from mtp_responder.host.usb import UsbInitiator
+from mtp_responder.host.usb import UsbInitiator, find_device
 from tests.e2e.guest.support import Gadget
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +33,7 @@ BIG = 64 * 1024 * 1024
 def open_initiator(gadget: Gadget, timeout_ms: int = 20000) -> UsbInitiator:
     deadline = time.monotonic() + 30
     while True:
-        dev = usb.core.find(idVendor=gadget.vid, idProduct=gadget.pid)
+        dev = find_device(gadget.vid, gadget.pid)
         if dev is not None:
             try:
                 return UsbInitiator(dev, timeout_ms)
