@@ -474,7 +474,7 @@ class Operations:
         name = ""
         mtime: float | None = None
         for item in items:
-            if item.code == ObjectProp.OBJECT_FILE_NAME:
+            if item.code == ObjectProp.OBJECT_FILE_NAME and item.datatype == DataType.STR:
                 name = str(item.value)
             elif item.code == ObjectProp.DATE_MODIFIED:
                 mtime = parse_date(str(item.value))

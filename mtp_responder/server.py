@@ -194,6 +194,7 @@ class Server:
         self._scope: trio.CancelScope | None = None
         self._reset_after: bool = False
         self._link_changed = trio.Event()
+        self._last_answered: int | None = None
 
     # -- events from the wire -----------------------------------------------
 
@@ -252,7 +253,10 @@ class Server:
                         break
             finally:
                 self._scope = None
-            await self._respond(start.code, start.transaction_id, ResponseCode.GENERAL_ERROR, ())
+            if start.transaction_id != self._last_answered:
+                # Else it trails a command that took no data: one answer per transaction.
+                code = ResponseCode.GENERAL_ERROR
+                await self._respond(start.code, start.transaction_id, code, ())
         if scope.cancelled_caught:
             await self._after_cancel()
 
@@ -285,6 +289,7 @@ class Server:
         self, op_code: int, tid: int, code: int, params: tuple[int, ...]
     ) -> None:
         del op_code
+        self._last_answered = tid
         await self.transport.write(
             build_params_container(ContainerType.RESPONSE, code, tid, params),
             end_of_transfer=True,

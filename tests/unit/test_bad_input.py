@@ -406,3 +406,24 @@ async def test_the_responder_survives_a_burst_of_garbage(session: Device) -> Non
         await session.host.read_item()
     session.mtp.tid = 1000
     await still_serving(session.mtp)
+
+
+async def test_a_data_phase_after_a_command_that_takes_none_gets_no_second_response(
+    session: Device,
+) -> None:
+    tid = await session.mtp.command(OperationCode.GET_STORAGE_IDS)
+    await session.mtp.send_data(OperationCode.GET_STORAGE_IDS, tid, b"unexpected")
+    _, response = await session.mtp.read_data_or_response(tid)
+    assert response.ok
+    await still_serving(session.mtp)
+
+
+async def test_a_prop_list_file_name_that_is_not_a_string_is_an_invalid_dataset(
+    session: Device,
+) -> None:
+    data = struct.pack("<IIHHI", 1, 0, ObjectProp.OBJECT_FILE_NAME, 0x0006, 1234)
+    result = await session.mtp.transaction(
+        OperationCode.SEND_OBJECT_PROP_LIST, 0, ALL, 0x3000, 0, 1, data=data
+    )
+    assert result.code == ResponseCode.INVALID_DATASET
+    assert listing(session.root) == []
