@@ -40,7 +40,7 @@ from typing import Any
 
 import trio
 
-from engine.client import EngineClient, PreparedBackup
+from engine.client import ArchiveInfo, EngineClient, PreparedBackup
 from engine.errors import EngineError, ErrorCode
 from mtp_responder.codes import AccessCapability, ObjectFormat, ResponseCode, StorageType
 from mtp_responder.provider import (
@@ -63,6 +63,8 @@ INCREMENTAL = "Incremental"
 RESTORE = "Restore"
 STATUS = "Restore/status.txt"
 FOLDERS = (BACKUP, INCREMENTAL, RESTORE)
+#: Keys of the archives in Backup/ and Incremental/ (below their folder).
+ARCHIVE_KEYS = ("full", "partial", "snapshot")
 
 ENGINE_TO_MTP: dict[int, ResponseCode] = {
     ErrorCode.DISK_FULL: ResponseCode.STORE_FULL,
@@ -86,6 +88,20 @@ def _puid(*parts: str) -> int:
     return int.from_bytes(
         hashlib.blake2b("\0".join(parts).encode(), digest_size=16).digest(), "little"
     )
+
+
+def _archive_key(folder: str, archive: ArchiveInfo) -> str:
+    """Where an archive lives in this storage: the same for every preparation.
+
+    The name carries a timestamp and changes whenever the backup is prepared
+    again, but libmtp's tools open one session per command: ``mtp-files``
+    prints a handle, the backup is released when that session closes, and
+    ``mtp-getfile`` asks for that handle in a new session.  A stable key keeps
+    the handle valid; ``stat`` prepares the backup again on demand.
+    """
+    if archive.kind == "owner" and archive.sid is not None:
+        return f"{OWNERS}/{archive.sid:08X}"
+    return f"{folder}/{archive.kind}"
 
 
 @dataclass
@@ -184,6 +200,11 @@ class BackupRestoreStorage(Storage):
             return p.status_entry()
         if p.prepared is not None and key in p.prepared.entries:
             return p.archive_entry(key)
+        shown_in = p.shown_in(key)
+        if shown_in is not None and (shown_in == BACKUP or p.snapshots):
+            # Released since it was listed (another session, idle): prepare anew.
+            if key in (await p.ensure_prepared(shown_in)).entries:
+                return p.archive_entry(key)
         folder, _, name = key.partition("/")
         if folder == INCREMENTAL and name in p.snapshots:
             return p.received_entry(INCREMENTAL, p.snapshots[name])
@@ -217,6 +238,8 @@ class BackupRestoreStorage(Storage):
             if received.path is not None:
                 received.path.unlink(missing_ok=True)
             await self.p.release("snapshot deleted")
+            if not self.p.snapshots:
+                self.p.announce(INCREMENTAL, set())
             return
         if folder == RESTORE and name in self.p.restored:
             del self.p.restored[name]
@@ -245,6 +268,8 @@ class BackupRestoreProvider(DataProvider):
             Path(getattr(context, "state_dir", "/var/lib/mtp-responder")) / "backup-restore"
         )
         self._started = time.time()
+        self._shown: dict[str, set[str]] = {}
+        """archive keys the host has been shown, per folder (Backup/, Incremental/)"""
 
     def storages(self) -> Sequence[Storage]:
         return [self.storage]
@@ -335,20 +360,42 @@ class BackupRestoreProvider(DataProvider):
                 )
             prepared = _Prepared(backup, folder, time.time())
             for archive in backup.archives:
-                key = f"{folder}/{archive.name}"
                 if folder == INCREMENTAL and archive.kind == "owner":
                     continue  # per-owner increments would only clutter the folder
-                prepared.entries[key] = (archive.name, archive.size)
+                prepared.entries[_archive_key(folder, archive)] = (archive.name, archive.size)
             for name, reason in ((f"{s:08X}", r) for s, r in backup.skipped):
                 log.warning("data owner %s left out of the backup: %s", name, reason)
             self.prepared = prepared
-            for key in prepared.entries:
-                self.context.object_added(self.storage, key)
+            self.announce(folder, set(prepared.entries))
             log.info(
                 "backup prepared: %s",
                 ", ".join(f"{k} ({s} bytes)" for k, (_, s) in prepared.entries.items()),
             )
             return prepared
+
+    def shown_in(self, key: str) -> str | None:
+        """The folder whose archive ``key`` is, if the host has seen it listed."""
+        for folder, keys in self._shown.items():
+            if key in keys:
+                return folder
+        return None
+
+    def announce(self, folder: str, keys: set[str]) -> None:
+        """Events for what a preparation changed in ``folder``'s listing.
+
+        Releasing a backup removes nothing: its objects stay listed (and keep
+        their handles) because reading them prepares the backup again.  A new
+        preparation changes their names, sizes and times, and may add or drop
+        owners.
+        """
+        shown = self._shown.get(folder, set())
+        for key in sorted(shown - keys):
+            self.context.object_removed(self.storage, key)
+        for key in sorted(keys - shown):
+            self.context.object_added(self.storage, key)
+        for key in sorted(keys & shown):
+            self.context.object_changed(self.storage, key)
+        self._shown[folder] = keys
 
     async def release(self, why: str) -> None:
         async with self._lock:
@@ -370,10 +417,7 @@ class BackupRestoreProvider(DataProvider):
                     await self._disconnect()
 
     def _forget_prepared(self, why: str) -> None:
-        prepared, self.prepared = self.prepared, None
-        if prepared is not None:
-            for key in prepared.entries:
-                self.context.object_removed(self.storage, key)
+        self.prepared = None
 
     async def read(self, key: str, offset: int, length: int | None) -> AsyncIterator[bytes]:
         if key == STATUS:
@@ -402,6 +446,8 @@ class BackupRestoreProvider(DataProvider):
     # -- receiving ---------------------------------------------------------------------
 
     async def receive_snapshot(self, new: NewObject) -> Upload:
+        if new.name in ARCHIVE_KEYS:
+            raise ProviderError(ResponseCode.INVALID_PARAMETER, f"{new.name!r} is reserved")
         if new.name in self.snapshots:
             raise ProviderError(ResponseCode.INVALID_PARAMETER, f"{new.name!r} exists")
         self._spool.mkdir(parents=True, exist_ok=True)
@@ -447,10 +493,10 @@ class BackupRestoreProvider(DataProvider):
 
     def archive_entry(self, key: str) -> ObjectEntry:
         assert self.prepared is not None
-        _, size = self.prepared.entries[key]
+        name, size = self.prepared.entries[key]
         return ObjectEntry(
             key=key,
-            name=key.rpartition("/")[2],
+            name=name.rpartition("/")[2],
             is_folder=False,
             size=size,
             format=ObjectFormat.UNDEFINED,
@@ -511,6 +557,8 @@ class _SnapshotUpload(Upload):
         self._f.close()
         received = _Received(self.new.name, self._size, time.time(), self.path)
         self.p.snapshots[self.new.name] = received
+        # An increment prepared earlier was taken against an older snapshot.
+        await self.p.release("a new snapshot arrived")
         try:
             await self.p.ensure_prepared(INCREMENTAL)
         except ProviderError:

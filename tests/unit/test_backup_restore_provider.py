@@ -335,3 +335,21 @@ async def test_cancelling_a_restore_leaves_the_data_as_it_was(rig: Rig) -> None:
             await trio.sleep(0.05)
     # The storage keeps working.
     assert "Restore" in await children(mtp, storage, 0xFFFFFFFF)
+
+
+async def test_a_handle_listed_in_one_session_reads_in_the_next(rig: Rig) -> None:
+    """libmtp's tools: mtp-files prints a handle, mtp-getfile uses it in a new session."""
+    storage, listing, _, _ = await take_backup(rig)
+    handle = listing[next(n for n in listing if n.endswith(".mbak"))]
+    assert (await rig.mtp.close_session()).ok
+    with trio.fail_after(10):
+        while rig.mode() != "NORMAL":
+            await trio.sleep(0.05)
+    assert (await rig.mtp.open_session()).ok
+    info = await rig.mtp.object_info(handle)  # no listing first: prepared on demand
+    assert info.filename.endswith(".mbak")
+    data = await rig.mtp.get_object(handle)
+    assert len(data) == info.compressed_size
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        assert tar.getnames()[0] == "manifest.json"
+    assert rig.mode() == "BACKUP_FULL"
