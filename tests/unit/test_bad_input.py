@@ -427,3 +427,11 @@ async def test_a_prop_list_file_name_that_is_not_a_string_is_an_invalid_dataset(
     )
     assert result.code == ResponseCode.INVALID_DATASET
     assert listing(session.root) == []
+
+
+async def test_a_stray_zero_length_packet_between_transactions_is_ignored(
+    session: Device,
+) -> None:
+    await session.host.write_transfer(b"")
+    await still_serving(session.mtp)
+    assert session.host._link.in_recv.statistics().current_buffer_used == 0
