@@ -678,3 +678,15 @@ async def test_names_to_handles_sees_new_objects(session: Device) -> None:
 
 def test_u32_arrays_used_by_listings_parse() -> None:
     assert parse_u32_array(b"\x00\x00\x00\x00") == []
+
+
+async def test_asking_about_a_reserved_handle_before_its_data_does_not_lose_it(
+    session: Device,
+) -> None:
+    result = await send_info(session, object_info("later.txt", 5))
+    handle = result.response.params[2]
+    early = await session.mtp.transaction(OperationCode.GET_OBJECT_INFO, handle)
+    assert early.code in (ResponseCode.OK, ResponseCode.INVALID_OBJECT_HANDLE)
+    assert (await session.mtp.transaction(OperationCode.SEND_OBJECT, data=b"12345")).response.ok
+    info = await session.mtp.object_info(handle)
+    assert (info.filename, info.compressed_size) == ("later.txt", 5)
