@@ -376,14 +376,20 @@ class Operations:
             # Every object: the root's children do (folders take their
             # trees along); with a format, objects of it at any depth.
             parent = ALL if format_code in (0, ALL) else 0
-            failed = 0
+            failed: set[int] = set()
+            deleted = 0
             for view in await self._select(ALL, parent, format_code):
                 try:
                     await self._delete(view.storage_id, fw.storage(view.storage_id), view.entry)
+                    deleted += 1
                 except ProviderError as exc:
                     if exc.code != ResponseCode.INVALID_OBJECT_HANDLE:  # else gone already
-                        failed += 1
-            return (ResponseCode.PARTIAL_DELETION if failed else ResponseCode.OK, ())
+                        failed.add(exc.code)
+            if not failed:
+                return OK
+            if not deleted and len(failed) == 1:  # nothing went, for one reason
+                return (failed.pop(), ())
+            return (ResponseCode.PARTIAL_DELETION, ())
         sid, storage, entry = await fw.entry(handle)
         await self._delete(sid, storage, entry)
         return OK

@@ -373,6 +373,12 @@ async def test_a_read_only_storage_refuses_changes(read_only: Device) -> None:
     assert listing(read_only.root) == ["dir", "f.txt"]
 
 
+async def test_deleting_everything_on_a_read_only_storage_is_refused(read_only: Device) -> None:
+    result = await read_only.mtp.transaction(OperationCode.DELETE_OBJECT, ALL, 0)
+    assert result.code == ResponseCode.STORE_READ_ONLY
+    assert listing(read_only.root) == ["dir", "f.txt"]
+
+
 async def test_a_read_only_storage_still_serves_reads(read_only: Device) -> None:
     assert await read_only.mtp.get_object(await handle_of(read_only.mtp, "f.txt")) == b"f"
 
