@@ -339,7 +339,7 @@ async def test_cancelling_a_restore_leaves_the_data_as_it_was(rig: Rig) -> None:
 
 async def test_a_handle_listed_in_one_session_reads_in_the_next(rig: Rig) -> None:
     """libmtp's tools: mtp-files prints a handle, mtp-getfile uses it in a new session."""
-    storage, listing, _, _ = await take_backup(rig)
+    _, listing, _, _ = await take_backup(rig)
     handle = listing[next(n for n in listing if n.endswith(".mbak"))]
     assert (await rig.mtp.close_session()).ok
     with trio.fail_after(10):
