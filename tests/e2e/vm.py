@@ -183,6 +183,31 @@ def _require_tools() -> None:
         missing.append("/bin/busybox (busybox-static)")
     if missing:
         raise VmError(f"missing tools: {', '.join(missing)} (run `make apt`)")
+    if _elf_interpreter(Path("/bin/busybox")):
+        raise VmError(
+            "/bin/busybox is dynamically linked and cannot run in the initrd: "
+            "install busybox-static (`make apt`)"
+        )
+    if os.geteuid() != 0:
+        _log("warning: not root; the guest's writes to the shared root will fail "
+             "where the host user lacks permission")
+
+
+def _elf_interpreter(path: Path) -> bool:
+    """Whether an x86-64 ELF file asks for a dynamic loader (PT_INTERP)."""
+    with open(path, "rb") as f:
+        header = f.read(64)
+        if header[:4] != b"\x7fELF" or header[4] != 2:
+            return False
+        phoff = int.from_bytes(header[32:40], "little")
+        phentsize = int.from_bytes(header[54:56], "little")
+        phnum = int.from_bytes(header[56:58], "little")
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    return any(
+        int.from_bytes(table[i * phentsize : i * phentsize + 4], "little") == 3
+        for i in range(phnum)
+    )
 
 
 @contextlib.contextmanager
@@ -397,6 +422,11 @@ def run(
     ``MTP_E2E_GUEST=1``, ``MTP_E2E_RESULTS`` (the run directory, shared with the
     host) and ``MTP_E2E_LINK`` (``high-speed`` or ``super-speed``).
     """
+    hidden = [p for p in ("/tmp", "/run", "/dev", "/proc", "/sys")
+              if cache.resolve().is_relative_to(p)]
+    if hidden:
+        raise VmError(f"the VM cache {cache} is under {hidden[0]}, which the guest "
+                      "replaces with its own mount: the guest could not write results there")
     kernel, initrd = prepare(cache)
     run_dir = _new_run_dir(label, cache)
     command = [part.replace("{run_dir}", str(run_dir)) for part in command]
