@@ -133,6 +133,7 @@ class VmResult:
     wall_seconds: float
     init_error: str | None = None
     qemu_returncode: int | None = None
+    job_timeout: float = 0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -154,6 +155,9 @@ class VmResult:
             return f"guest init failed: {self.init_error}"
         if self.exit_status is None:
             return f"guest wrote no exit status (qemu exit code {self.qemu_returncode})"
+        if self.exit_status in (124, 137, 143):  # busybox timeout: TERM, then KILL
+            return (f"guest job exceeded its {self.job_timeout:.0f}s timeout and was killed "
+                    f"(status {self.exit_status})")
         return f"guest job exited with status {self.exit_status}"
 
 
@@ -412,6 +416,7 @@ def run(
     cache: Path = CACHE_DIR,
     echo: bool = True,
     show_logs_on_failure: bool = True,
+    host_slack: float = 240,
 ) -> VmResult:
     """Boot the guest, run ``command`` in the host root (chroot), power off.
 
@@ -473,7 +478,9 @@ def run(
     if echo:
         shown = run_dir.relative_to(REPO_ROOT) if run_dir.is_relative_to(REPO_ROOT) else run_dir
         _log(f"booting ({link}) -> {shown}")
-    deadline_budget = timeout + 240  # boot, module loading and power-off
+    # The guest enforces `timeout` itself; the host's deadline is for a guest that
+    # hangs (kernel, 9p, init), with room for boot, module loading and power-off.
+    deadline_budget = timeout + host_slack
     started = time.monotonic()
     timed_out = False
     with open(run_dir / "console.log", "wb") as console:
@@ -529,6 +536,7 @@ def run(
         wall_seconds=wall,
         init_error=init_error,
         qemu_returncode=proc.returncode,
+        job_timeout=timeout,
     )
     if echo:
         state = "ok" if result.ok else "FAILED: " + result.describe_failure()
