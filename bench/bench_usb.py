@@ -1,6 +1,6 @@
 """USB throughput against uMTP-Responder: 64 MiB through libmtp, in the test VM.
 
-``python bench/bench_usb.py [--rounds N] [--size-mib M] [--profile]``
+``python bench/bench_usb.py [--rounds N] [--size-mib M] [--profile py-spy|strace|perf]``
 (``make bench`` runs it with the defaults.)
 
 Boots the end-to-end VM once (``tests/e2e/vm.py``: Debian's kernel under QEMU
@@ -100,6 +100,20 @@ def print_report(data: dict[str, Any], elapsed: float) -> None:
             flag = "" if ratio >= GOAL else " (below goal)"
             parts.append(f"{direction} {ratio:.2f}{flag}")
         print(f"  {kind:<5} " + ", ".join(parts))
+    print(f"\nCPU seconds per {size_mib} MiB transfer, median (responder / libmtp tool):")
+    for direction in DIRECTIONS:
+        parts = []
+        for responder in RESPONDERS:
+            picked = [t for t in transfers
+                      if t["responder"] == responder and t["direction"] == direction and t["ok"]]
+            if not picked:
+                continue
+            server = [t["responder_cpu"] for t in picked if t.get("responder_cpu") is not None]
+            client = [t["client_cpu"] for t in picked if t.get("client_cpu") is not None]
+            server_txt = f"{statistics.median(server):.2f}" if server else "?"
+            client_txt = f"{statistics.median(client):.2f}" if client else "?"
+            parts.append(f"{responder} {server_txt} / {client_txt}")
+        print(f"  {direction:<5} " + ", ".join(parts))
     setup = data.get("setup_seconds", {})
     if setup:
         print("\ngadget bring-up (mtp-gadget up to enumerated), median s: " + ", ".join(
@@ -117,8 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size-mib", type=int, default=64)
     parser.add_argument("--responders", default=",".join(RESPONDERS),
                         help="comma-separated subset of: " + ", ".join(RESPONDERS))
-    parser.add_argument("--profile", action="store_true",
-                        help="record py-spy profiles of our responder (py-spy in the venv)")
+    parser.add_argument("--profile", choices=("py-spy", "strace", "perf"),
+                        help="profile every transfer with this tool (py-spy: in the venv)")
+    parser.add_argument("--transport", action="append", default=[], metavar="KEY=INT",
+                        help="a [transport] setting for our responder (buffer_size=...)")
     parser.add_argument("--timeout", type=float, default=1500, help="guest job timeout (s)")
     parser.add_argument("--report", type=Path, metavar="RUN_DIR",
                         help="print the table of an earlier run instead of measuring")
@@ -134,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--responders", args.responders,
     ]  # fmt: skip
     if args.profile:
-        command.append("--profile")
+        command += ["--profile", args.profile]
+    for setting in args.transport:
+        command += ["--transport", setting]
     try:
         result = vm.run(command, timeout=args.timeout, label="bench-usb")
     except vm.VmError as exc:

@@ -70,6 +70,8 @@ class Transfer:
     data: float | None
     ok: bool
     problem: str = ""
+    responder_cpu: float | None = None  # user+system seconds of the responder process
+    client_cpu: float | None = None  # user+system seconds of the libmtp tool
 
     @property
     def wall_mbps(self) -> float:
@@ -108,8 +110,31 @@ def make_payload(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def timed_tool(argv: Sequence[str], log: Path, timeout: float) -> tuple[float, float | None, int]:
-    """Run a libmtp tool; return (wall seconds, data-phase seconds or None, exit status).
+@dataclass
+class ToolRun:
+    wall: float
+    data: float | None
+    status: int
+    cpu: float
+
+
+def process_cpu(pid: int | None) -> float | None:
+    """User+system CPU seconds of a process and all its threads so far.
+
+    Under TCG the emulated CPU is the bottleneck, so CPU spent per megabyte says
+    more about a responder than any single transfer time on a shared host.
+    """
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_tool(argv: Sequence[str], log: Path, timeout: float) -> ToolRun:
+    """Run a libmtp tool and time it, in total and its data phase.
 
     The tools print ``Progress: N of M`` and flush after every block, so the time
     between the first and the last progress line brackets the bulk data phase;
@@ -149,8 +174,10 @@ def timed_tool(argv: Sequence[str], log: Path, timeout: float) -> tuple[float, f
             if first is None:
                 first = (now, done)
             last = (now, done)
-    status = proc.wait()
+    _, wait_status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - started
+    status = os.waitstatus_to_exitcode(wait_status)
+    proc.returncode = status
     data: float | None = None
     if first is not None and last is not None and last[0] > first[0] and total:
         # Scale the bracketed part up to the whole payload.
@@ -162,7 +189,7 @@ def timed_tool(argv: Sequence[str], log: Path, timeout: float) -> tuple[float, f
         f" after {wall:.2f}s; data phase {data if data is None else round(data, 2)}s\n"
         + "\n".join(lines) + "\n"
     )
-    return wall, data, -1 if timed_out else status
+    return ToolRun(wall, data, -1 if timed_out else status, usage.ru_utime + usage.ru_stime)
 
 
 def find_object_id(tools: Tools, name: str) -> int:
@@ -208,7 +235,9 @@ def umtprd_conf(mount: Path, storage: Path, gadget: Gadget) -> str:
     ])
 
 
-def make_gadget(responder: str, tools: Tools, logs: Path) -> Gadget:
+def make_gadget(
+    responder: str, tools: Tools, logs: Path, transport: dict[str, int] | None = None
+) -> Gadget:
     """A gadget built by ``mtp-gadget`` from a generated config, like the e2e fixture.
 
     umtprd goes through the same tool with its own command line: gadget_config
@@ -232,6 +261,8 @@ def make_gadget(responder: str, tools: Tools, logs: Path) -> Gadget:
         data["providers"] = {
             "files": {"storages": [{"path": str(storage), "description": "Bench Storage"}]}
         }
+        if transport:
+            data["transport"] = dict(transport)
     else:
         # umtprd writes no MS OS descriptors into FunctionFS; do not advertise any.
         data["gadget"]["os_desc"] = False
@@ -247,29 +278,22 @@ def make_gadget(responder: str, tools: Tools, logs: Path) -> Gadget:
 
 def run_round(
     responder: str, rnd: int, result: BenchResult, payload: Path, digest: str,
-    tools: Tools, logs: Path, timeout: float, profile: bool,
+    tools: Tools, logs: Path, timeout: float, profile: str | None,
+    transport: dict[str, int] | None = None,
 ) -> None:
     work = WORK / responder
     storage = work / "storage"
-    gadget = make_gadget(responder, tools, logs)
+    gadget = make_gadget(responder, tools, logs, transport)
     started = time.monotonic()
     gadget.up()
     result.setup_seconds.setdefault(responder, []).append(time.monotonic() - started)
-    spy: subprocess.Popen[bytes] | None = None
     try:
         object_id = find_object_id(tools, GET_NAME)
-        if profile and responder == "ours":
-            spy = start_profiler(gadget, logs / f"profile-{responder}-r{rnd}")
         received = WORK / f"received-{responder}.bin"
         received.unlink(missing_ok=True)
-        wall, data, status = timed_tool(
-            ["mtp-getfile", str(object_id), str(received)],
-            logs / f"{responder}-r{rnd}-get.log", timeout,
-        )
-        result.transfers.append(check(
-            Transfer(responder, "get", rnd, result.size, wall, data, status == 0),
-            status, received, digest,
-        ))
+        measure(gadget, result, Transfer(responder, "get", rnd, result.size, 0, None, False),
+                ["mtp-getfile", str(object_id), str(received)], received, digest,
+                logs, timeout, profile)
         received.unlink(missing_ok=True)
 
         # mtp-sendfile names the new object after the local file's basename and
@@ -278,21 +302,39 @@ def run_round(
         local = WORK / remote
         local.unlink(missing_ok=True)
         os.link(payload, local)
-        wall, data, status = timed_tool(
-            ["mtp-sendfile", str(local), "/"],
-            logs / f"{responder}-r{rnd}-send.log", timeout,
-        )
-        result.transfers.append(check(
-            Transfer(responder, "send", rnd, result.size, wall, data, status == 0),
-            status, storage / remote, digest,
-        ))
+        measure(gadget, result, Transfer(responder, "send", rnd, result.size, 0, None, False),
+                ["mtp-sendfile", str(local), "/"], storage / remote, digest,
+                logs, timeout, profile)
+        local.unlink()
     finally:
-        if spy is not None:
-            stop_profiler(spy, result)
         gadget.down(check=False)
         for sent in storage.glob("send-*.dat"):
             sent.unlink()
         shutil.copy(work / "responder.log", logs / f"{responder}-r{rnd}-responder.log")
+
+
+def measure(
+    gadget: Gadget, result: BenchResult, t: Transfer, argv: list[str], arrived: Path,
+    digest: str, logs: Path, timeout: float, profile: str | None,
+) -> None:
+    """One timed transfer, with the responder's CPU time and optionally a profile."""
+    label = f"{t.responder}-r{t.round}-{t.direction}"
+    spy = start_profiler(gadget, profile, logs / f"{profile}-{label}") if profile else None
+    pid = gadget.responder_pid()
+    cpu0 = process_cpu(pid)
+    try:
+        run = timed_tool(argv, logs / f"{label}.log", timeout)
+    finally:
+        cpu1 = process_cpu(pid)
+        if spy is not None:
+            stop_profiler(spy, result)
+    t.wall, t.data, t.ok = run.wall, run.data, run.status == 0
+    t.responder_cpu, t.client_cpu = cpu_delta(cpu0, cpu1), run.cpu
+    result.transfers.append(check(t, run.status, arrived, digest))
+
+
+def cpu_delta(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
 
 
 def check(t: Transfer, status: int, path: Path, digest: str) -> Transfer:
@@ -306,35 +348,70 @@ def check(t: Transfer, status: int, path: Path, digest: str) -> Transfer:
     print(f"  {t.responder:<7} {t.direction:<4} round {t.round}: {t.wall:6.2f}s wall "
           f"({t.wall_mbps:5.2f} MB/s)"
           f"{'' if t.data is None else f', data phase {t.size / t.data / 1e6:5.2f} MB/s'}"
+          f"{'' if t.responder_cpu is None else f', responder CPU {t.responder_cpu:.2f}s'}"
+          f", client CPU {t.client_cpu or 0:.2f}s"
           f"{'' if t.ok else ' FAILED: ' + t.problem}", flush=True)
     return t
 
 
 # -- profiling -----------------------------------------------------------------------------
 
+PROFILERS = ("py-spy", "strace", "perf")
 
-def start_profiler(gadget: Gadget, out: Path) -> subprocess.Popen[bytes] | None:
-    """py-spy on the running responder, when it is installed (never a dependency)."""
-    spy = Path(PYTHON).with_name("py-spy")
+
+@dataclass
+class Profiler:
+    proc: subprocess.Popen[bytes]
+    kind: str
+    out: Path
+
+
+def start_profiler(gadget: Gadget, kind: str, out: Path) -> Profiler | None:
+    """Watch the responder during one transfer; none of these tools is a dependency.
+
+    py-spy shows where the Python time goes, ``strace -c`` how many system calls
+    a transfer costs (each one is expensive under TCG), and a system-wide
+    ``perf`` sample what the kernel does on the responder's behalf.
+    """
     pid = gadget.responder_pid()
-    if not spy.exists() or pid is None:
-        print(f"  (no profile: py-spy {'missing' if not spy.exists() else 'has no pid'})")
+    if pid is None:
+        print("  (no profile: no responder pid)")
         return None
-    return subprocess.Popen(
-        [str(spy), "record", "--pid", str(pid), "--rate", "50", "--format", "raw",
-         "--output", str(out.with_suffix(".txt")), "--nonblocking"],
-        stdout=open(out.with_suffix(".log"), "wb"), stderr=subprocess.STDOUT,
-    )
+    if kind == "py-spy":
+        if gadget.name != "benchours":
+            return None  # umtprd is C; py-spy profiles Python
+        spy = Path(PYTHON).with_name("py-spy")
+        if not spy.exists():
+            print("  (no profile: py-spy is not installed in the venv)")
+            return None
+        argv = [str(spy), "record", "--pid", str(pid), "--rate", "50", "--format", "raw",
+                "--threads", "--output", str(out.with_suffix(".txt")), "--nonblocking"]
+    elif kind == "strace":
+        argv = ["strace", "-c", "-f", "-p", str(pid), "-o", str(out.with_suffix(".txt"))]
+    else:
+        argv = ["perf", "record", "-e", "cpu-clock", "-F", "250", "-a", "-g",
+                "-o", str(out.with_suffix(".data"))]
+    with open(out.with_suffix(".log"), "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    time.sleep(1.0)  # let the tool attach before the transfer starts
+    return Profiler(proc, kind, out)
 
 
-def stop_profiler(spy: subprocess.Popen[bytes], result: BenchResult) -> None:
-    spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+def stop_profiler(profiler: Profiler, result: BenchResult) -> None:
+    profiler.proc.send_signal(signal.SIGINT)  # all three write their output on SIGINT
     try:
-        spy.wait(60)
+        profiler.proc.wait(60)
     except subprocess.TimeoutExpired:
-        spy.kill()
-        spy.wait()
-    result.profiles.append(" ".join(spy.args) if isinstance(spy.args, list) else str(spy.args))
+        profiler.proc.kill()
+        profiler.proc.wait()
+    if profiler.kind == "perf":
+        data = profiler.out.with_suffix(".data")
+        with open(profiler.out.with_suffix(".txt"), "wb") as report:
+            subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children",
+                            "--sort", "comm,dso,sym", "-g", "none", "--percent-limit", "0.5"],
+                           stdout=report, stderr=subprocess.STDOUT, check=False)
+        data.unlink(missing_ok=True)
+    result.profiles.append(str(profiler.out.with_suffix(".txt")))
 
 
 # -- main -----------------------------------------------------------------------------------
@@ -346,7 +423,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size-mib", type=int, default=64)
     parser.add_argument("--responders", default=",".join(RESPONDERS))
     parser.add_argument("--timeout", type=float, default=300, help="per tool run (s)")
-    parser.add_argument("--profile", action="store_true", help="py-spy on our responder")
+    parser.add_argument("--profile", choices=PROFILERS, help="watch each transfer with this")
+    parser.add_argument("--transport", action="append", default=[], metavar="KEY=INT",
+                        help="[transport] setting for our responder, to compare tunings")
     args = parser.parse_args(argv)
     if not IN_GUEST:
         print("usb_guest.py runs inside the test VM; use bench/bench_usb.py", file=sys.stderr)
@@ -364,13 +443,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         storage = WORK / responder / "storage"
         storage.mkdir(parents=True)
         shutil.copyfile(payload, storage / GET_NAME)
+    transport = {k: int(v, 0) for k, v in (item.split("=", 1) for item in args.transport)}
+    if transport:
+        print(f"  our [transport]: {transport}", flush=True)
     result = BenchResult(size=size, rounds=args.rounds, link=os.environ.get("MTP_E2E_LINK", "?"))
     failed = False
     for rnd in range(1, args.rounds + 1):
         for responder in responders:
             try:
                 run_round(responder, rnd, result, payload, digest, tools, logs,
-                          args.timeout, args.profile)
+                          args.timeout, args.profile, transport)
             except (AssertionError, RuntimeError, OSError) as exc:
                 failed = True
                 result.notes.append(f"{responder} round {rnd}: {exc}")
