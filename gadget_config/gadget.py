@@ -64,7 +64,8 @@ def _write(path: Path, value: str) -> None:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text().strip()
+        # Some function attributes (u_ether's addresses) end in a NUL.
+        return path.read_text().strip().rstrip("\0")
     except OSError:
         return ""
 

@@ -176,6 +176,34 @@ def test_composite_with_kernel_acm(make_gadget, tools: Tools) -> None:  # type: 
     _check_echo(gadget, sizes=(10, 3000))
 
 
+def test_composite_with_kernel_ecm_and_its_attributes(make_gadget, tools: Tools) -> None:  # type: ignore[no-untyped-def]
+    gadget = make_gadget(
+        extra_functions=["ecm.usb0"],
+        config={"gadget": {"function_attributes": {"ecm.usb0": {
+            "dev_addr": "02:00:00:00:e2:01", "host_addr": "02:00:00:00:e2:02",
+        }}}},
+    )
+    ecm = gadget.configfs_dir / "functions" / "ecm.usb0"
+    # u_ether's attributes read back with a trailing NUL.
+    assert (ecm / "dev_addr").read_text().strip("\0\n") == "02:00:00:00:e2:01"
+    assert (ecm / "host_addr").read_text().strip("\0\n") == "02:00:00:00:e2:02"
+    out = tools.run(["lsusb", "-v", "-d", f"{gadget.vid:04x}:{gadget.pid:04x}"],
+                    name="lsusb-v", check=True).stdout
+    assert "Ethernet Networking" in out
+    # The host's end of the link gets host_addr, announced in iMACAddress.
+    assert re.search(r"iMacAddress\s+\d+ 02000000E202", out), out
+    _check_echo(gadget, sizes=(10, 3000))
+
+
+@pytest.mark.superspeed
+def test_max_speed_caps_the_link(make_gadget, link_speed: str) -> None:  # type: ignore[no-untyped-def]
+    gadget = make_gadget(config={"device": {"max_speed": "high-speed"}})
+    dev = gadget.device()
+    assert dev is not None and dev.speed == "480"
+    assert udc_speed() == "high-speed"
+    _check_echo(gadget, sizes=(700,))
+
+
 def test_unbind_and_rebind(echo_gadget: Gadget) -> None:
     echo_gadget.cli("unbind")
     echo_gadget.wait_gone()
