@@ -17,6 +17,7 @@ Results go to ``$MTP_E2E_RESULTS/bench-usb.json`` for the host to print.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -112,6 +113,8 @@ def make_payload(path: Path, size: int) -> str:
 
 @dataclass
 class ToolRun:
+    """Seconds in total and in the data phase, exit status, and the tool's own CPU."""
+
     wall: float
     data: float | None
     status: int
@@ -121,8 +124,9 @@ class ToolRun:
 def process_cpu(pid: int | None) -> float | None:
     """User+system CPU seconds of a process and all its threads so far.
 
-    Under TCG the emulated CPU is the bottleneck, so CPU spent per megabyte says
-    more about a responder than any single transfer time on a shared host.
+    CPU spent per megabyte is steadier than a transfer time on a shared host, and
+    it is what a busier or smaller device runs out of first.  (A TCG guest sees
+    no steal time, so a loaded host inflates it too, but alike for both sides.)
     """
     if pid is None:
         return None
@@ -255,7 +259,6 @@ def make_gadget(
         name=name, work_dir=work, log_dir=work, responder_command=command,
         product=f"Bench {responder}",
     )
-    data["device"]["product"] = f"Bench {responder}"
     data["gadget"]["responder_log"] = str(work / "responder.log")
     if responder == "ours":
         data["providers"] = {
@@ -447,6 +450,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if transport:
         print(f"  our [transport]: {transport}", flush=True)
     result = BenchResult(size=size, rounds=args.rounds, link=os.environ.get("MTP_E2E_LINK", "?"))
+    # With a clocksource other than the TSC every clock read is a system call
+    # (and an emulated device access), which weighs on event loops that read
+    # the clock often; worth knowing when comparing figures across machines.
+    clocksource = Path("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+    with contextlib.suppress(OSError):
+        result.notes.append(f"guest clocksource: {clocksource.read_text().strip()}")
     failed = False
     for rnd in range(1, args.rounds + 1):
         for responder in responders:
