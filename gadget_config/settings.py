@@ -26,6 +26,14 @@ _FUNCTION_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
+_GADGET_KEYS = frozenset({
+    "name", "udc", "bcd_usb", "ffs_instance", "functionfs_mount", "configuration",
+    "max_power", "os_desc", "os_desc_vendor_code", "extra_functions",
+    "function_attributes", "responder_command", "responder_log", "ready_timeout",
+    "stop_timeout", "bind_timeout", "state_dir",
+})
+
+
 class ConfigError(ValueError):
     """The config file cannot describe a gadget."""
 
@@ -179,6 +187,12 @@ def parse(data: Mapping[str, Any], config_path: Path | None = None) -> Settings:
         if not getattr(device, key):
             raise ConfigError(f"device.{key} must not be empty")
 
+    unknown = sorted(set(gad) - _GADGET_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"gadget.{unknown[0]}: unknown key (known: {', '.join(sorted(_GADGET_KEYS))})"
+        )
+    # [device] is shared: the responder validates its keys, this reads a subset.
     name = _str(gad, "name", GadgetSettings.name)
     instance = _str(gad, "ffs_instance", GadgetSettings.ffs_instance)
     for key, value in (("name", name), ("ffs_instance", instance)):

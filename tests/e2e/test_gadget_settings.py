@@ -70,6 +70,7 @@ def test_integers_may_be_written_as_strings() -> None:
         ({"gadget": {"functionfs_mount": "relative"}}, "absolute"),
         ({"gadget": {"bcd_usb": 0x0110}}, "bcd_usb"),
         ({"gadget": {"ready_timeout": 0}}, "ready_timeout"),
+        ({"gadget": {"extra_function": ["acm.usb0"]}}, "gadget.extra_function: unknown"),
     ],
 )
 def test_bad_values_name_the_key(data: dict[str, object], message: str) -> None:
