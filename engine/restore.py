@@ -326,7 +326,8 @@ class PassiveStage:
             parts = p.rstrip("/").split("/")
             for i in range(1, len(parts)):
                 keep_dirs.add("/".join(parts[:i]) + "/")
-        for r in sorted(present, key=lambda r: r.path.count("/"), reverse=True):
+        # Deepest first, a directory after its contents ("a/b/" is as deep as "a/x").
+        for r in sorted(present, key=lambda r: r.path.rstrip("/").count("/"), reverse=True):
             if r.path.startswith(".mbak-part-") or r.path not in self.scope:
                 continue
             if r.path in snap or r.path in keep_dirs:

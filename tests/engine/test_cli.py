@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -54,3 +55,24 @@ def test_cli_backup_restore_roundtrip(
     assert _strip(tree_state(pd)) == _strip(before)
     st = engine_proc.cli("status")
     assert "mode=NORMAL" in st.stdout
+
+
+def test_cli_increment_removes_deleted_directories(
+    cfg: EngineConfig, engine_proc: EngineProcess, tmp_path: Path
+) -> None:
+    """A folder deleted after the base is gone again after base + increment."""
+    pd = register(cfg, SID, PASSIVE_ALL)
+    make_tree(pd, files=12)
+    engine_proc.cli("-q", "backup", str(tmp_path / "base.mbak"))
+    shutil.rmtree(pd / "d1")
+    latest = _strip(tree_state(pd))
+    engine_proc.cli(
+        "-q", "backup", str(tmp_path / "inc.mbak"), "--incremental", str(tmp_path / "base.snapshot")
+    )
+    engine_proc.cli("restore", str(tmp_path / "base.mbak"))
+    assert (pd / "d1").is_dir()
+    engine_proc.cli("restore", str(tmp_path / "inc.mbak"))
+    assert not (pd / "d1").exists()
+    assert {k: v[:3] for k, v in _strip(tree_state(pd)).items()} == {
+        k: v[:3] for k, v in latest.items()
+    }
