@@ -456,7 +456,7 @@ async def test_s14_proxy_framing(device: tuple[EngineConfig, EngineProcess, Path
     async with EngineClient.connect(sock(cfg)) as c:
         await c.list_data_owners()
         await c.set_bur_mode(B.BACKUP_FULL, I_.BASE, ["c"])
-        await wait_status(c, [A3, A_PROXY_USER])
+        await wait_status(c, [A3, A_PROXY_USER, A1])
         a3 = await fetch(c, A3, "c", C.ACTIVE_BASE)
         assert a3[:4] == b"\0\0\0\0"
         pu = await fetch(c, A_PROXY_USER, "c", C.ACTIVE_BASE)
@@ -466,7 +466,8 @@ async def test_s14_proxy_framing(device: tuple[EngineConfig, EngineProcess, Path
         await c.list_data_owners()
         await c.set_bur_mode(B.RESTORE_FULL, I_.BASE, ["c"])
         await c.all_system_files_restored()
-        await wait_status(c, [A_PROXY_USER])
+        # The proxy manager must be ready too: it receives the proxied bytes.
+        await wait_status(c, [A_PROXY_USER, A1])
         await c.supply_data(A_PROXY_USER, "c", C.ACTIVE_BASE, pu)
         await c.set_normal()
     lines = log_lines(logs, A1)
