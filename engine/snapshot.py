@@ -100,16 +100,22 @@ class Snapshot:
         return len(self.entries)
 
     def changed(self, records: Iterable[FileRecord]) -> list[FileRecord]:
-        """Entries new since the snapshot or whose mtime or size differ.
+        """Entries new since the snapshot or whose mtime, size or mode differ.
 
         The original took only files whose mtime is strictly newer; a file put back
         from an older copy has an older mtime and would be missed, so any difference
-        counts here.
+        counts here.  A chmod leaves mtime alone, and base + increments must give
+        the latest state, modes included.
         """
         get = self.entries.get
         out = []
         for r in records:
             old = get(r.path)
-            if old is None or old.mtime_ns != r.mtime_ns or old.size != r.size:
+            if (
+                old is None
+                or old.mtime_ns != r.mtime_ns
+                or old.size != r.size
+                or old.mode != r.mode
+            ):
                 out.append(r)
         return out

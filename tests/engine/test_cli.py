@@ -60,11 +60,12 @@ def test_cli_backup_restore_roundtrip(
 def test_cli_increment_removes_deleted_directories(
     cfg: EngineConfig, engine_proc: EngineProcess, tmp_path: Path
 ) -> None:
-    """A folder deleted after the base is gone again after base + increment."""
+    """A deleted folder stays deleted and a chmod comes back, after base + increment."""
     pd = register(cfg, SID, PASSIVE_ALL)
     make_tree(pd, files=12)
     engine_proc.cli("-q", "backup", str(tmp_path / "base.mbak"))
     shutil.rmtree(pd / "d1")
+    os.chmod(pd / "ro.txt", 0o640)  # mtime and size stay the same
     latest = _strip(tree_state(pd))
     engine_proc.cli(
         "-q", "backup", str(tmp_path / "inc.mbak"), "--incremental", str(tmp_path / "base.snapshot")
