@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -49,11 +50,21 @@ def start_engine(
         env={**env(), **(extra_env or {})},
     )
     deadline = time.monotonic() + 20
-    while not cfg.socket_path.exists():
+    # The socket file exists from bind(); the engine serves from listen().
+    while not _accepts(cfg.socket_path):
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("engine did not start:\n" + log.read_text())
         time.sleep(0.05)
     return EngineProcess(cfg, cpath, proc, log)
+
+
+def _accepts(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def stop_engine(ep: EngineProcess) -> None:
