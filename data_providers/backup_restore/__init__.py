@@ -601,7 +601,9 @@ class _RestoreUpload(Upload):
             self._result = await self.client.restore_archive(self._chunks())
         except _HostAborted:
             pass
-        except (EngineError, OSError, trio.BrokenResourceError) as exc:
+        except (EngineError, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            # Closed: the session ended (unplug) and took the engine connection
+            # with it; the engine then drops everything it staged.
             self._error = exc
         finally:
             # Writers blocked on a refused archive must wake up.

@@ -353,3 +353,36 @@ async def test_a_handle_listed_in_one_session_reads_in_the_next(rig: Rig) -> Non
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         assert tar.getnames()[0] == "manifest.json"
     assert rig.mode() == "BACKUP_FULL"
+
+
+async def test_unplugging_in_the_middle_of_a_restore_changes_nothing(rig: Rig) -> None:
+    """The engine connection may close under a restore that is still sending."""
+    (rig.owner_dir / "big.bin").write_bytes(os.urandom(8 << 20))
+    storage, _, mbak, _ = await take_backup(rig)
+    (rig.owner_dir / "new.txt").write_text("after the backup")
+    before = tree_state(rig.owner_dir)
+    mtp = rig.mtp
+    parent = await folder(mtp, storage, "Restore")
+    info = ObjectInfoData(storage, 0x3000, 0, len(mbak), parent, 0, "r.mbak")
+    r = await mtp.transaction(
+        OperationCode.SEND_OBJECT_INFO, storage, parent, data=build_object_info(info)
+    )
+    assert r.response.ok
+    tid = await mtp.command(OperationCode.SEND_OBJECT)
+    half = len(mbak) // 2
+    half -= half % 512
+    from mtp_responder.container import data_header
+
+    await rig.device.host.write_transfer(
+        data_header(OperationCode.SEND_OBJECT, tid, len(mbak)) + mbak[:half], end=False
+    )
+    rig.device.host.unplug()
+    with trio.fail_after(10):
+        while rig.mode() != "NORMAL":
+            await trio.sleep(0.05)
+    await trio.sleep(0.5)
+    assert tree_state(rig.owner_dir) == before
+    # The responder lives on: plug in again, and the storage answers.
+    rig.device.host.plug()
+    assert (await mtp.open_session()).ok
+    assert "Restore" in await children(mtp, storage, 0xFFFFFFFF)
