@@ -402,7 +402,13 @@ def hostile_archives(good: bytes, outside: Path) -> dict[str, bytes]:
     def grown(m: tarfile.TarInfo, data: bytes | None) -> Any:
         return [(m, (data or b"") + b"x" * 1000)] if m.name == target else None
 
-    unknown = good.replace(f"{PASSIVE_SID:08X}".encode(), f"{UNKNOWN_SID:08X}".encode())
+    def unknown(m: tarfile.TarInfo, data: bytes | None) -> Any:
+        old, new = f"{PASSIVE_SID:08X}", f"{UNKNOWN_SID:08X}"
+        m.name = m.name.replace(old, new)
+        if m.name == "manifest.json" and data is not None:
+            return [(m, data.replace(old.encode(), new.encode()))]
+        return [(m, data)]
+
     depth = "../" * 12
     return {
         "path-traversal": rewrite_archive(
@@ -416,7 +422,7 @@ def hostile_archives(good: bytes, outside: Path) -> dict[str, bytes]:
         "device-node": rewrite_archive(good, replace_index(device)),
         "size-mismatch": rewrite_archive(good, grown),
         "truncated": good[: len(good) * 2 // 3],
-        "unknown-owner": unknown,
+        "unknown-owner": rewrite_archive(good, unknown),
     }
 
 

@@ -61,6 +61,7 @@ from tests.e2e.guest.support import (
 pytestmark = pytest.mark.e2e
 
 MakeRig = Callable[..., "Rig"]
+State = tuple[dict[str, tuple[object, ...]], list[tuple[int, str]]]
 USB_TIMEOUT = 180.0
 
 
@@ -123,6 +124,19 @@ def backup_files(files: list[MtpFile], suffix: str) -> list[MtpFile]:
     return [f for f in files if f.name.startswith(f"{DEVICE_NAME}-") and f.name.endswith(suffix)]
 
 
+def assert_state(got: State, want: State, what: str = "") -> None:
+    """Equal device states, or an error listing only what differs."""
+    if got == want:
+        return
+    lines = [f"device state differs{': ' + what if what else ''}"]
+    for key in sorted(set(got[0]) | set(want[0])):
+        if got[0].get(key) != want[0].get(key):
+            lines.append(f"  {key}: device {got[0].get(key)}, expected {want[0].get(key)}")
+    if got[1] != want[1]:
+        lines.append(f"  notes: device {got[1]}, expected {want[1]}")
+    raise AssertionError("\n".join(lines))
+
+
 def status_text() -> str:
     """Restore/status.txt, read over pyusb (one session, no libmtp listing)."""
     with bt.open_device(None, USB_TIMEOUT) as dev:
@@ -154,9 +168,10 @@ def gphoto2_listing(output: str) -> list[tuple[int, str, str]]:
 # -- backup --------------------------------------------------------------------------------
 
 
-def test_full_backup_with_mtp_getfile_and_gphoto2_extracts_with_tar(
+def test_full_backup_with_mtp_getfile_and_gphoto2_then_restore_onto_a_changed_device(
     make_rig: MakeRig, tools: Tools, guest_tmp: Path
 ) -> None:
+    """Base backups extract with tar to the device's files; one restores them."""
     rig = make_rig()
     passive_before, notes_before = rig.engine.state()
     assert len(notes_before) == 2
@@ -210,7 +225,19 @@ def test_full_backup_with_mtp_getfile_and_gphoto2_extracts_with_tar(
     (fetched,) = list(download.glob("*.mbak"))
     check(fetched, "gphoto2")
     rig.engine.wait_mode("NORMAL")
-    assert rig.engine.state() == (passive_before, notes_before)
+    backed_up = rig.engine.state()
+    assert_state(backed_up, (passive_before, notes_before), "a backup changed the device")
+
+    # Restore with mtp-sendfile onto a changed device: exactly the backed-up state,
+    # the notes handed back to the active owner through its callbacks.
+    change_passive(rig.engine.passive_dir)
+    set_notes(rig.engine.notes_db, ["a different database altogether"])
+    result = sendfile(tools, local, "Restore")
+    assert sendfile_ok(result), result.describe() + "\n" + status_text()
+    assert_state(rig.engine.state(), backed_up, "after the restore")
+    status = status_text()
+    assert "RESTORED" in status and f"{NOTES_SID:08X}: ok" in status, status
+    rig.engine.wait_mode("NORMAL")
 
 
 # -- incremental and restore ---------------------------------------------------------------
@@ -240,6 +267,9 @@ def test_incremental_then_base_and_increment_restore_onto_a_wiped_device(
     increment = pick(files, incremental_folder, ".mbak")
     inc = guest_tmp / "increment.mbak"
     getfile(tools, increment.item_id, inc)
+    with bt.open_device(None, USB_TIMEOUT) as dev:
+        # Tidy up as a user would (next sessions then prepare no increment).
+        dev.delete(next(f.item_id for f in files if f.name == base_snapshot.name))
     summary = bt.verify_archive(inc)
     assert summary.manifest["mode"] == "incremental"
     assert summary.based_on is not None
@@ -251,30 +281,8 @@ def test_incremental_then_base_and_increment_restore_onto_a_wiped_device(
     for archive in (base, inc):
         result = sendfile(tools, archive, "Restore", name=f"sendfile-{archive.stem}")
         assert sendfile_ok(result), result.describe() + "\n" + status_text()
-    assert rig.engine.state() == latest
+    assert_state(rig.engine.state(), latest, "after base + increment")
     assert not (rig.engine.passive_dir / "album2").exists()  # deleted stays deleted
-    rig.engine.wait_mode("NORMAL")
-
-
-def test_restore_with_mtp_sendfile_onto_a_changed_device(
-    make_rig: MakeRig, tools: Tools, guest_tmp: Path
-) -> None:
-    rig = make_rig()
-    (mbak,) = backup_files(mtp_files(tools), ".mbak")
-    local = guest_tmp / "backup.mbak"
-    getfile(tools, mbak.item_id, local)
-    backed_up = rig.engine.state()
-
-    change_passive(rig.engine.passive_dir)
-    rig.engine.add_notes("written after the backup")
-    set_notes(rig.engine.notes_db, ["a different database altogether"])
-    assert rig.engine.state() != backed_up
-
-    result = sendfile(tools, local, "Restore")
-    assert sendfile_ok(result), result.describe() + "\n" + status_text()
-    assert rig.engine.state() == backed_up  # the notes came back through the owner
-    status = status_text()
-    assert "RESTORED" in status and f"{NOTES_SID:08X}: ok" in status, status
     rig.engine.wait_mode("NORMAL")
 
 
@@ -297,7 +305,7 @@ def test_unplug_in_the_middle_of_a_backup_and_of_a_restore(
     assert unplug.done, "the transfer ended before the cable was pulled"
     rig.replug()
     rig.engine.wait_mode("NORMAL")
-    assert rig.engine.state() == before
+    assert_state(rig.engine.state(), before, "after an interrupted backup")
 
     # A complete backup (the device works again), then a changed device.
     good = guest_tmp / "good.mbak"
@@ -322,14 +330,13 @@ def test_unplug_in_the_middle_of_a_backup_and_of_a_restore(
     passive, notes = rig.engine.state()
     assert passive in (old[0], new[0]), "passive data is mixed"
     assert notes in (old[1], new[1]), "notes are mixed"
-    assert (passive, notes) == old, "an interrupted restore changed the device"
+    assert_state((passive, notes), old, "an interrupted restore changed the device")
     assert "REFUSED" in status_text()
 
     # The device still works with libmtp, and a whole restore goes through.
-    assert backup_files(mtp_files(tools), ".mbak")
     result = sendfile(tools, good, "Restore")
     assert sendfile_ok(result), result.describe() + "\n" + status_text()
-    assert rig.engine.state() == new
+    assert_state(rig.engine.state(), new, "after the restore")
     rig.engine.wait_mode("NORMAL")
 
 
@@ -366,7 +373,7 @@ def test_hostile_restore_archives_are_refused_with_a_reason(
         reasons.append(f"{kind}: {' / '.join(status.splitlines())}")
         assert archive.name in status.splitlines()[0], status
         assert EXPECTED_REASON[kind] in status, f"{kind}: {status}"
-        assert rig.engine.state() == before, f"{kind} changed the owner's data"
+        assert_state(rig.engine.state(), before, f"{kind} changed the owner's data")
         assert not escaped.exists(), f"{kind} wrote outside the owner's area"
         assert outside_files(rig.engine.drive, rig.engine.passive_dir) == outside_before, kind
     (test_logs / "refusals.txt").write_text("\n".join(reasons) + "\n")
@@ -415,7 +422,7 @@ def test_host_tool_backup_incremental_and_restore(
     restore = mtp_backup(tools, "restore", out, name="mtp-backup-restore")
     assert restore.returncode == 0, restore.describe()
     assert restore.stdout.count("RESTORED") == 2
-    assert rig.engine.state() == latest
+    assert_state(rig.engine.state(), latest, "after mtp-backup restore")
 
     # A refused restore: non-zero exit and the device's reason.
     cut = guest_tmp / "cut.mbak"
@@ -433,7 +440,7 @@ def test_host_tool_backup_incremental_and_restore(
 def test_backup_throughput_next_to_a_plain_file(
     make_rig: MakeRig, tools: Tools, guest_tmp: Path, link_speed: str
 ) -> None:
-    rig = make_rig(big=16 << 20)
+    rig = make_rig(big=16 << 20, active=False)  # prepare costs the same in every run
     (mbak,) = backup_files(mtp_files(tools), ".mbak")
     size = mbak.size
     plain_digest = make_file(rig.storage / "plain.bin", size)
@@ -456,7 +463,7 @@ def test_backup_throughput_next_to_a_plain_file(
 
     lines = [
         f"link: {link_speed} (dummy_hcd, QEMU TCG)",
-        f"size: {size} bytes (.mbak of a {16 << 20}-byte file plus small files and notes)",
+        f"size: {size} bytes (.mbak of a passive owner: one {16 << 20}-byte file, small files)",
         f"mtp-getfile .mbak (Backup & Restore): {t_backup:.2f} s, {rate(t_backup):.2f} MB/s",
         f"mtp-getfile plain file (file storage): {t_plain:.2f} s, {rate(t_plain):.2f} MB/s",
         f"mtp-getfile 1-byte file (session + listing overhead): {t_tiny:.2f} s",
