@@ -19,9 +19,10 @@ import struct
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,8 @@ class GuestEngine:
     log: Path
     active: bool = True
     proc: subprocess.Popen[bytes] | None = None
+    run_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="be-")))
+    """socket and state file: a short path (a Unix socket's is limited to 107 bytes)"""
 
     @property
     def drive(self) -> Path:
@@ -68,11 +71,11 @@ class GuestEngine:
 
     @property
     def socket(self) -> Path:
-        return self.root / "run" / "engine.sock"
+        return self.run_dir / "engine.sock"
 
     @property
     def state_file(self) -> Path:
-        return self.root / "run" / "bur-mode"
+        return self.run_dir / "bur-mode"
 
     @property
     def config_path(self) -> Path:
@@ -92,7 +95,6 @@ class GuestEngine:
 
     def setup(self) -> None:
         """Registrations and config; the owners' data is the test's business."""
-        (self.root / "run").mkdir(parents=True, exist_ok=True)
         self.passive_dir.mkdir(parents=True)
         shutil.copy(EXAMPLES / "passive_owner" / "backup_registration.xml", self.passive_dir)
         if self.active:
@@ -146,6 +148,7 @@ class GuestEngine:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
