@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -63,6 +64,14 @@ def _median(rates: list[float | None]) -> float | None:
 
 def _fmt(rate: float | None) -> str:
     return f"{rate:7.2f}" if rate is not None else "   fail"
+
+
+def host_load() -> str:
+    """The host's load average: other VMs on a shared host move these figures a lot."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
 
 
 def print_report(data: dict[str, Any], elapsed: float) -> None:
@@ -120,7 +129,11 @@ def print_report(data: dict[str, Any], elapsed: float) -> None:
             f"{r} {statistics.median(v):.1f}" for r, v in setup.items() if v))
     for note in data.get("notes", []):
         print(f"NOTE: {note}")
-    print(f"\nbench_usb: {elapsed:.0f}s in total")
+    if "host_load" in data:
+        print(f"host load average (1/5/15 min) before: {data['host_load'][0]}, "
+              f"after: {data['host_load'][1]}; {os.cpu_count()} host CPUs")
+    if elapsed:
+        print(f"\nbench_usb: {elapsed:.0f}s in total")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command += ["--profile", args.profile]
     for setting in args.transport:
         command += ["--transport", setting]
+    load_before = host_load()
     try:
         result = vm.run(command, timeout=args.timeout, label="bench-usb")
     except vm.VmError as exc:
@@ -163,7 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench_usb: no results ({result.describe_failure()}); "
               f"logs in {result.run_dir}", file=sys.stderr)
         return 1
-    print_report(json.loads(report.read_text()), time.monotonic() - started)
+    data = json.loads(report.read_text())
+    data["host_load"] = [load_before, host_load()]
+    report.write_text(json.dumps(data, indent=2) + "\n")
+    print_report(data, time.monotonic() - started)
     print(f"logs: {result.run_dir}/bench-logs")
     if not result.ok:
         print(f"bench_usb: FAILED: {result.describe_failure()} (see the logs)",
