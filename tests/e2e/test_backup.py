@@ -413,8 +413,7 @@ def test_host_tool_backup_incremental_and_restore(
     assert [e.mode for e in chain.current] == ["base", "incremental"]
     assert chain.current[1].based_on == chain.current[0].backup_id
     assert [e.sid for e in chain.owners] == [f"{PASSIVE_SID:08X}"]
-    verify = mtp_backup(tools, "verify", out, name="mtp-backup-verify")
-    assert verify.returncode == 0, verify.describe()
+    assert bt.main(["verify", str(out)]) == bt.EXIT_OK
     rig.engine.wait_mode("NORMAL")
 
     wipe(rig.engine.passive_dir)
@@ -450,9 +449,16 @@ def test_backup_throughput_next_to_a_plain_file(
     plain = next(f for f in files if f.name == "plain.bin")
     tiny = next(f for f in files if f.name == "tiny.txt")
 
-    t_backup = getfile(tools, mbak.item_id, guest_tmp / "t.mbak", name="getfile-mbak")
-    t_plain = getfile(tools, plain.item_id, guest_tmp / "plain.bin", name="getfile-plain")
-    t_tiny = getfile(tools, tiny.item_id, guest_tmp / "tiny.txt", name="getfile-tiny")
+    # Interleaved and twice each, best time kept: other guests share the CPU.
+    times: dict[str, list[float]] = {"mbak": [], "plain": [], "tiny": []}
+    for _ in range(2):
+        for label, item, dest in (
+            ("mbak", mbak, "t.mbak"),
+            ("plain", plain, "plain.bin"),
+            ("tiny", tiny, "tiny.txt"),
+        ):
+            times[label].append(getfile(tools, item.item_id, guest_tmp / dest, f"get-{label}"))
+    t_backup, t_plain, t_tiny = (min(times[k]) for k in ("mbak", "plain", "tiny"))
     assert sha256_file(guest_tmp / "plain.bin") == plain_digest
     got = (guest_tmp / "t.mbak").stat().st_size
     assert abs(got - size) < 1 << 16, (got, size)  # re-prepared: same data, same size
@@ -467,6 +473,7 @@ def test_backup_throughput_next_to_a_plain_file(
         f"mtp-getfile .mbak (Backup & Restore): {t_backup:.2f} s, {rate(t_backup):.2f} MB/s",
         f"mtp-getfile plain file (file storage): {t_plain:.2f} s, {rate(t_plain):.2f} MB/s",
         f"mtp-getfile 1-byte file (session + listing overhead): {t_tiny:.2f} s",
+        "(each the best of two runs; wall time of the whole mtp-getfile command)",
         f"minus overhead: .mbak {rate(t_backup - t_tiny):.2f} MB/s, "
         f"plain {rate(t_plain - t_tiny):.2f} MB/s",
     ]
