@@ -80,10 +80,12 @@ say() { echo "@MARKER@ $*" > /dev/console; }
 up() { cut -d' ' -f1 /proc/uptime; }
 RUN=""
 TMO=600
+KEEP=""
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     mtpvm.run=*) RUN="${arg#mtpvm.run=}" ;;
     mtpvm.timeout=*) TMO="${arg#mtpvm.timeout=}" ;;
+    mtpvm.keep=*) KEEP="${arg#mtpvm.keep=}" ;;
   esac
 done
 halt_now() { sync; poweroff -f; sleep 5; echo o > /proc/sysrq-trigger; }
@@ -106,8 +108,13 @@ mount -t devtmpfs devtmpfs $R/dev || fail "mount devtmpfs"
 mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts devpts $R/dev/pts
 mount -t tmpfs tmpfs $R/dev/shm
+# A checkout under /tmp must stay visible through the guest's fresh /tmp.
+if [ -n "$KEEP" ]; then mkdir -p /keep && mount -o bind "$R$KEEP" /keep || fail "bind $KEEP"; fi
 mount -t tmpfs -o mode=0755 tmpfs $R/run || fail "mount /run"
 mount -t tmpfs -o mode=1777 tmpfs $R/tmp || fail "mount /tmp"
+if [ -n "$KEEP" ]; then
+  mkdir -p "$R$KEEP" && mount -o bind /keep "$R$KEEP" || fail "rebind $KEEP"
+fi
 echo "$(up)" > "$R$RUN/boot-seconds"
 say "booted in $(up)s; running job (timeout ${TMO}s)"
 timeout -k 10 "$TMO" chroot $R /bin/sh "$RUN/job.sh" > "$R$RUN/guest.log" 2>&1
@@ -427,8 +434,11 @@ def run(
     ``MTP_E2E_GUEST=1``, ``MTP_E2E_RESULTS`` (the run directory, shared with the
     host) and ``MTP_E2E_LINK`` (``high-speed`` or ``super-speed``).
     """
+    repo = REPO_ROOT.resolve()
+    keep = repo if repo.is_relative_to("/tmp") else None
     hidden = [p for p in ("/tmp", "/run", "/dev", "/proc", "/sys")
-              if cache.resolve().is_relative_to(p)]
+              if cache.resolve().is_relative_to(p)
+              and not (keep is not None and cache.resolve().is_relative_to(keep))]
     if hidden:
         raise VmError(f"the VM cache {cache} is under {hidden[0]}, which the guest "
                       "replaces with its own mount: the guest could not write results there")
@@ -458,6 +468,8 @@ def run(
         f"mtpvm.run={run_dir}",
         f"mtpvm.timeout={int(timeout)}",
     ]
+    if keep is not None:
+        append.append(f"mtpvm.keep={keep}")
     if superspeed:
         append.append("dummy_hcd.is_super_speed=1")
     qemu = [
