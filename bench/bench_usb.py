@@ -107,7 +107,7 @@ def print_report(data: dict[str, Any], elapsed: float) -> None:
                 continue
             ratio = ours / theirs
             flag = "" if ratio >= GOAL else " (below goal)"
-            parts.append(f"{direction} {ratio:.2f}{flag}")
+            parts.append(f"{direction} {ratio:.3f}{flag}")
         print(f"  {kind:<5} " + ", ".join(parts))
     print(f"\nCPU seconds per {size_mib} MiB transfer, median (responder / libmtp tool):")
     for direction in DIRECTIONS:
