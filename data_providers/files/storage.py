@@ -790,7 +790,7 @@ class _NewFileUpload(Upload):
     async def _flush(self) -> None:
         pending, self._pending = self._pending, bytearray()
         try:
-            await trio.to_thread.run_sync(_write_all, self._fd, pending)
+            await trio.to_thread.run_sync(_write_all, self._fd, memoryview(pending))
         except OSError as exc:
             raise provider_error(exc) from exc
 
