@@ -50,6 +50,35 @@ NOTES_XML = """<?xml version="1.0" encoding="utf-8"?>
 
 TreeState = dict[str, tuple[object, ...]]
 
+#: The notes store as a running app: run_owner, with a marker file touched once
+#: the engine has accepted it as the owner (so no second copy gets launched).
+RESIDENT_APP = """
+import sys
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, sys.argv[1])
+import notes_store
+from engine import active
+
+marker, db = Path(sys.argv[2]), Path(sys.argv[3])
+connect = active.ActiveBackupClient.connect
+
+
+@asynccontextmanager
+async def connect_and_say_so(*args, **kwargs):
+    async with connect(*args, **kwargs) as client:
+        marker.touch()
+        yield client
+
+
+active.ActiveBackupClient.connect = connect_and_say_so
+notes_store.open_db(db).close()
+trio.run(active.run_owner, notes_store.NotesOwner(db))
+"""
+
 
 # -- the engine -------------------------------------------------------------------------
 
@@ -61,7 +90,10 @@ class GuestEngine:
     root: Path
     log: Path
     active: bool = True
+    resident_app: bool = False
+    """the notes store already runs (else the engine launches it for each backup)"""
     proc: subprocess.Popen[bytes] | None = None
+    app: subprocess.Popen[bytes] | None = None
     run_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="be-")))
     """socket and state file: a short path (a Unix socket's is limited to 107 bytes)"""
 
@@ -139,15 +171,46 @@ class GuestEngine:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"backup engine did not start:\n{self.log_tail()}")
             time.sleep(0.1)
+        if self.active and self.resident_app:
+            self._start_app(env, deadline)
+
+    def _start_app(self, env: dict[str, str], deadline: float) -> None:
+        """Launching an app costs seconds under TCG on every backup; a running one does not."""
+        marker = self.run_dir / "app-connected"
+        env = {
+            **env,
+            "BACKUP_ENGINE_SOCKET": str(self.socket),
+            "BACKUP_ENGINE_SID": f"{NOTES_SID:08X}",
+        }
+        with open(self.log.with_name("notes-app.log"), "ab") as log:
+            self.app = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    RESIDENT_APP,
+                    str(EXAMPLES),
+                    str(marker),
+                    str(self.notes_db),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        while not marker.exists():
+            if self.app.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("the notes app did not connect to the engine")
+            time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        for proc in (self.app, self.proc):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def log_tail(self, lines: int = 40) -> str:
