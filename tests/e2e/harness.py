@@ -20,6 +20,7 @@ gadget up with ``mtp-gadget up`` and drives it with libmtp's tools.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from tests.e2e import vm
 
-SUITE_TIMEOUT = 900  # per boot, inside the guest; the host adds boot/power-off slack
+SUITE_TIMEOUT = 1800  # per boot, inside the guest; the host adds boot/power-off slack
 
 
 @dataclass
@@ -64,6 +65,18 @@ def parse_junit(path: Path, link: str) -> list[Case]:
                 break
         cases.append(Case(link, name, outcome, float(tc.get("time", 0) or 0), message))
     return cases
+
+
+def last_started_test(guest_log: Path) -> str | None:
+    """With ``-v`` pytest prints a test's id before running it and its outcome after."""
+    if not guest_log.exists():
+        return None
+    last = None
+    for line in guest_log.read_text(errors="replace").splitlines():
+        m = re.match(r"^(tests/\S+::\S+)( (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS))?", line)
+        if m:
+            last = None if m.group(2) else m.group(1)
+    return last
 
 
 def pytest_command(marker: str, keyword: str | None, extra: Sequence[str]) -> list[str]:
@@ -119,6 +132,9 @@ def run_suite(args: argparse.Namespace) -> int:
         # anything else (interrupted, internal error, no tests) is a problem of its own.
         if not result.ok and not (result.exit_status == 1 and boot_cases):
             problems.append(f"{boot.link}: {result.describe_failure()}")
+            running = last_started_test(result.guest_log)
+            if running:
+                problems.append(f"{boot.link}: the test running at the end was {running}")
         print(f"[e2e] {boot.link}: {len(boot_cases)} tests; logs in {result.run_dir}")
     if cases:
         print_table(cases)

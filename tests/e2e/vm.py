@@ -117,8 +117,15 @@ if [ -n "$KEEP" ]; then
 fi
 echo "$(up)" > "$R$RUN/boot-seconds"
 say "booted in $(up)s; running job (timeout ${TMO}s)"
-timeout -k 10 "$TMO" chroot $R /bin/sh "$RUN/job.sh" > "$R$RUN/guest.log" 2>&1
+# SIGINT first: pytest then still writes its report for the tests that finished.
+start=$(cut -d. -f1 /proc/uptime)
+timeout -s INT -k 30 "$TMO" chroot $R /bin/sh "$RUN/job.sh" > "$R$RUN/guest.log" 2>&1
 rc=$?
+end=$(cut -d. -f1 /proc/uptime)
+if [ $((end - start)) -ge "$TMO" ]; then
+  echo "$((end - start))" > "$R$RUN/job-timed-out"
+  say "job exceeded its ${TMO}s timeout"
+fi
 echo "$rc" > "$R$RUN/exit_status"
 say "job exited with status $rc at $(up)s"
 halt_now
@@ -145,7 +152,16 @@ class VmResult:
 
     @property
     def ok(self) -> bool:
-        return self.exit_status == 0 and not self.timed_out and self.init_error is None
+        return (
+            self.exit_status == 0
+            and not self.timed_out
+            and not self.job_timed_out
+            and self.init_error is None
+        )
+
+    @property
+    def job_timed_out(self) -> bool:
+        return (self.run_dir / "job-timed-out").exists()
 
     @property
     def guest_log(self) -> Path:
@@ -162,9 +178,9 @@ class VmResult:
             return f"guest init failed: {self.init_error}"
         if self.exit_status is None:
             return f"guest wrote no exit status (qemu exit code {self.qemu_returncode})"
-        if self.exit_status in (124, 137, 143):  # busybox timeout: TERM, then KILL
-            return (f"guest job exceeded its {self.job_timeout:.0f}s timeout and was killed "
-                    f"(status {self.exit_status})")
+        if self.job_timed_out:
+            return (f"guest job exceeded its {self.job_timeout:.0f}s timeout and was "
+                    f"interrupted (status {self.exit_status})")
         return f"guest job exited with status {self.exit_status}"
 
 
@@ -341,8 +357,10 @@ def build_initrd(kernel: Kernel, cache: Path = CACHE_DIR) -> Path:
     if initrd.exists():
         return initrd
     _log("building initrd")
+    # Older initrds go once nobody can still be about to boot from them.
     for old in cache.glob("initrd-*.cpio"):
-        old.unlink()
+        if time.time() - old.stat().st_mtime > 3600:
+            old.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         root = Path(tmp) / "root"
         for sub in ("bin", "dev", "proc", "sys", "newroot"):
