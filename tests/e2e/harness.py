@@ -20,11 +20,13 @@ gadget up with ``mtp-gadget up`` and drives it with libmtp's tools.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +104,37 @@ def print_table(cases: list[Case]) -> None:
         print(f"{c.link:<12} {c.name:<{width}} {flag:<8} {c.seconds:>6.1f}s")
 
 
+def run_boot(boot: Boot, args: argparse.Namespace) -> tuple[list[Case], list[str]]:
+    """One guest boot running pytest; its test cases and anything else wrong."""
+    problems: list[str] = []
+    result = vm.run(
+        pytest_command(boot.marker, args.k, args.pytest_args),
+        superspeed=boot.link == "super-speed",
+        timeout=args.timeout,
+        label=f"e2e-{boot.link}",
+        show_logs_on_failure=False,  # failed tests are reported from the JUnit file
+        cpus=args.cpus,
+    )
+    junit = result.run_dir / "junit.xml"
+    if not junit.exists() or result.exit_status not in (0, 1):
+        vm.print_logs(result)
+    cases = parse_junit(junit, boot.link) if junit.exists() else []
+    if not junit.exists():
+        problems.append(f"{boot.link}: no JUnit report ({result.describe_failure()})")
+    elif not cases:
+        problems.append(f"{boot.link}: zero tests ran")
+    # pytest exit status 1 is 'some tests failed', reported per test below;
+    # anything else (interrupted, internal error, no tests) is a problem of its own.
+    if not result.ok and not (result.exit_status == 1 and cases):
+        problems.append(f"{boot.link}: {result.describe_failure()}")
+        running = last_started_test(result.guest_log)
+        if running:
+            problems.append(f"{boot.link}: the test running at the end was {running}")
+    print(f"[e2e] {boot.link}: {len(cases)} tests in {result.wall_seconds:.0f}s; "
+          f"logs in {result.run_dir}", flush=True)
+    return cases, problems
+
+
 def run_suite(args: argparse.Namespace) -> int:
     boots = []
     if not args.superspeed:
@@ -109,33 +142,13 @@ def run_suite(args: argparse.Namespace) -> int:
     if not args.highspeed:
         boots.append(Boot("super-speed", "e2e and superspeed"))
     started = time.monotonic()
+    vm.prepare()  # once, before boots may start side by side
     cases: list[Case] = []
     problems: list[str] = []
-    for boot in boots:
-        result = vm.run(
-            pytest_command(boot.marker, args.k, args.pytest_args),
-            superspeed=boot.link == "super-speed",
-            timeout=args.timeout,
-            label=f"e2e-{boot.link}",
-            show_logs_on_failure=False,  # failed tests are reported from the JUnit file
-        )
-        junit = result.run_dir / "junit.xml"
-        if not junit.exists() or result.exit_status not in (0, 1):
-            vm.print_logs(result)
-        boot_cases = parse_junit(junit, boot.link) if junit.exists() else []
-        cases += boot_cases
-        if not junit.exists():
-            problems.append(f"{boot.link}: no JUnit report ({result.describe_failure()})")
-        elif not boot_cases:
-            problems.append(f"{boot.link}: zero tests ran")
-        # pytest exit status 1 is 'some tests failed', reported per test below;
-        # anything else (interrupted, internal error, no tests) is a problem of its own.
-        if not result.ok and not (result.exit_status == 1 and boot_cases):
-            problems.append(f"{boot.link}: {result.describe_failure()}")
-            running = last_started_test(result.guest_log)
-            if running:
-                problems.append(f"{boot.link}: the test running at the end was {running}")
-        print(f"[e2e] {boot.link}: {len(boot_cases)} tests; logs in {result.run_dir}")
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        for boot_cases, boot_problems in pool.map(lambda b: run_boot(b, args), boots):
+            cases += boot_cases
+            problems += boot_problems
     if cases:
         print_table(cases)
     bad = [c for c in cases if c.outcome != "passed"]
@@ -179,6 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     speed.add_argument("--highspeed", action="store_true", help="only the high-speed boot")
     parser.add_argument("--timeout", type=float, default=SUITE_TIMEOUT,
                         help=f"guest job timeout per boot in seconds (default {SUITE_TIMEOUT})")
+    cores = os.cpu_count() or 1
+    parser.add_argument(
+        "--parallel", type=int, default=2 if cores >= 6 else 1, metavar="N",
+        help="boots run side by side (default: 2 on machines with 6+ cores, else 1)",
+    )
+    parser.add_argument("--cpus", type=int, default=2, help="vCPUs per guest (default 2)")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
     try:
