@@ -16,7 +16,7 @@ from typing import IO, Any
 import usb.core
 import usb.util
 
-from ..codes import ContainerType, OperationCode, ResponseCode
+from ..codes import ContainerType, DataType, ObjectProp, OperationCode, ResponseCode
 from ..container import (
     HEADER_SIZE,
     UNKNOWN_LENGTH,
@@ -27,8 +27,10 @@ from ..container import (
 from ..datasets import (
     DeviceInfo,
     ObjectInfoData,
+    PropListItem,
     StorageInfo,
     build_object_info,
+    build_prop_list,
     parse_object_info,
     parse_u32_array,
 )
@@ -343,6 +345,32 @@ class UsbInitiator:
         )
         _, response = self.transaction(
             OperationCode.SEND_OBJECT_INFO, storage_id, parent, data=build_object_info(info)
+        )
+        handle = response.params[2]
+        tid = self.send_command(OperationCode.SEND_OBJECT)
+        self.send_data_from(OperationCode.SEND_OBJECT, tid, source, length, progress)
+        return handle, self.read_response()
+
+    def send_object_prop_list_from(
+        self,
+        storage_id: int,
+        parent: int,
+        name: str,
+        source: IO[bytes],
+        length: int,
+        progress: Progress | None = None,
+        format_code: int = 0x3000,
+    ) -> tuple[int, Response]:
+        """SendObjectPropList + SendObject: the 64-bit size SendObjectInfo cannot carry."""
+        props = build_prop_list([PropListItem(0, ObjectProp.OBJECT_FILE_NAME, DataType.STR, name)])
+        _, response = self.transaction(
+            OperationCode.SEND_OBJECT_PROP_LIST,
+            storage_id,
+            parent,
+            format_code,
+            length >> 32,
+            length & 0xFFFFFFFF,
+            data=props,
         )
         handle = response.params[2]
         tid = self.send_command(OperationCode.SEND_OBJECT)
