@@ -55,6 +55,7 @@ ROOT = 0xFFFFFFFF
 RESPONSE_OK = 0x2001
 SESSION_ALREADY_OPEN = 0x201E
 OBJECT_SIZE_PROP = 0xDC04
+SEND_OBJECT_PROP_LIST = 0x9808
 
 
 class ToolError(Exception):
@@ -431,9 +432,11 @@ class RemoteObject:
 class BackupDevice:
     """A session with one device's Backup & Restore storage."""
 
-    def __init__(self, mtp: Any, storage_id: int) -> None:
+    def __init__(self, mtp: Any, storage_id: int, prop_list: bool = False) -> None:
         self.mtp = mtp
         self.storage_id = storage_id
+        self.prop_list = prop_list
+        """the device takes SendObjectPropList, which carries a 64-bit size"""
 
     def folder(self, path: str) -> dict[str, RemoteObject]:
         """The children of ``path`` ("" is the root) by name.
@@ -496,11 +499,12 @@ class BackupDevice:
         """SendObjectInfo + SendObject; returns (handle, SendObject response code)."""
         parent = self.mtp.find(self.storage_id, folder)
         size = path.stat().st_size
-        if size >= 0xFFFFFFFF:
-            raise ToolError(f"{path}: files of 4 GiB and more cannot be sent yet")
+        if size >= 0xFFFFFFFF and not self.prop_list:
+            raise ToolError(f"{path}: the device cannot take files of 4 GiB and more")
+        send = self.mtp.send_object_prop_list_from if self.prop_list else self.mtp.send_object_from
         progress = Progress(f"send {path.name}", size)
         with open(path, "rb") as f:
-            handle, response = self.mtp.send_object_from(
+            handle, response = send(
                 self.storage_id, parent, name or path.name, f, size, progress.update
             )
         progress.finish(f"-> {folder}/")
@@ -570,6 +574,7 @@ def open_device(selector: str | None, timeout_s: float) -> Iterator[BackupDevice
             continue
         storage: int | None = None
         try:
+            ops = set(mtp.device_info().operations_supported)
             _open_session(mtp)
             for sid in mtp.storage_ids():
                 if mtp.storage_info(sid).storage_description == STORAGE_DESCRIPTION:
@@ -584,7 +589,7 @@ def open_device(selector: str | None, timeout_s: float) -> Iterator[BackupDevice
             _close(mtp)
             continue
         try:
-            yield BackupDevice(mtp, storage)
+            yield BackupDevice(mtp, storage, prop_list=SEND_OBJECT_PROP_LIST in ops)
         finally:
             _close(mtp)
         return
