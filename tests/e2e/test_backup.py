@@ -404,6 +404,8 @@ def test_host_tool_backup_incremental_and_restore(
 
     devices = mtp_backup(tools, "devices", name="mtp-backup-devices")
     assert devices.returncode == 0 and "backup: yes" in devices.stdout, devices.describe()
+    with bt.open_device(None, USB_TIMEOUT) as dev:
+        assert dev.prop_list  # so restores below go through SendObjectPropList (64-bit size)
 
     full = mtp_backup(tools, "backup", out, name="mtp-backup-full")
     assert full.returncode == 0, full.describe()
