@@ -13,6 +13,20 @@ import sys
 import time
 from pathlib import Path
 
+from tests.e2e.backup_support import (
+    GuestEngine,
+    change_passive,
+    extract,
+    getfile,
+    mtp_files,
+    mtp_folders,
+    passive_files_root,
+    pick,
+    seed_passive,
+    sendfile,
+    sendfile_ok,
+    tree_state,
+)
 from tests.e2e.guest.support import (
     IN_GUEST,
     PYTHON,
@@ -29,6 +43,7 @@ from tests.e2e.guest.support import (
 )
 
 DEMO = Path("/tmp/demo")
+NEW_NOTE = "written after the backup"
 VID, PID = 0x1D6B, 0x0100
 
 
@@ -68,6 +83,12 @@ def main() -> int:
     (storage / "hello.txt").write_text("Hello from the device side.\n")
     state = DEMO / "state"
     state.mkdir()
+    # The backup engine with two data owners: passive files and an app (SQLite notes).
+    engine = GuestEngine(root=fresh_dir(DEMO / "engine"), log=RESULTS / "engine.log",
+                         resident_app=True)
+    engine.setup()
+    seed_passive(engine.passive_dir)
+    engine.start()
     config = DEMO / "mtp-responder.toml"
     config.write_text(toml_dumps({
         "log_level": "info",
@@ -77,9 +98,10 @@ def main() -> int:
             "product": "MTP Responder Demo", "serial": "DEMO0001",
         },
         "gadget": {"name": "demo", "responder_log": str(RESULTS / "responder.log")},
-        "providers": {"files": {"storages": [
-            {"path": str(storage), "description": "Demo storage"},
-        ]}},
+        "providers": {
+            "files": {"storages": [{"path": str(storage), "description": "Demo storage"}]},
+            "backup_restore": {"socket": str(engine.socket), "space_path": str(DEMO)},
+        },
     }))
     tools = Tools(RESULTS / "demo-logs", env={"HOME": str(fresh_dir(DEMO / "home"))})
     gadget = [*mtp_gadget_argv(), "--config", str(config)]
@@ -151,12 +173,64 @@ def main() -> int:
         banner("gphoto2 sees it as a PTP camera too")
         show(tools.run(["gphoto2", "--auto-detect"], timeout=90))
         show(tools.run(["gphoto2", "--list-files"], timeout=90), keep=20)
+
+        ok &= backup_and_restore(tools, engine)
     finally:
+        engine.stop()
         banner("Take the gadget down")
         show(tools.run([*gadget, "down"], timeout=120))
         shutil.rmtree(DEMO, ignore_errors=True)
     print(f"\nDemo {'finished' if ok else 'FAILED'}; full logs in {RESULTS}")
     return 0 if ok else 1
+
+
+def backup_and_restore(tools: Tools, engine: GuestEngine) -> bool:
+    """The headline feature: back the device up and restore it with libmtp alone."""
+    banner("Backup: the \"Backup & Restore\" storage (listing Backup/ prepares a backup)")
+    folders = mtp_folders(tools)
+    print(f"  folders: {', '.join(sorted(folders))}")
+    files = mtp_files(tools)
+    for f in files:
+        if f.parent_id in (folders["Backup"], folders["Restore"]):
+            print(f"  {f.item_id:>4}  {f.name}  ({f.size} bytes)")
+    mbak = pick(files, folders["Backup"], ".mbak")
+    saved = DEMO / mbak.name
+    seconds = getfile(tools, mbak.item_id, saved)
+    print(f"$ mtp-getfile {mbak.item_id} {saved.name}")
+    print(f"  {saved.stat().st_size} bytes in {seconds:.1f}s "
+          f"({saved.stat().st_size / seconds / 1e6:.1f} MB/s, tool start-up included)")
+    show(tools.run(["tar", "-tvf", saved]), keep=12)
+    backed_up = engine.state()
+    extracted = extract(tools, saved, DEMO / "extracted")
+    same = tree_state(passive_files_root(extracted)) == backed_up[0]
+    print(f"  the files in the archive equal the device's (bytes, modes, mtimes): {same}")
+    engine.wait_mode("NORMAL")
+    print(f"  engine mode once the session closed: {engine.mode()}")
+    ok = same
+
+    banner("Change the device: edit, add and delete files; add a note in the app")
+    change_passive(engine.passive_dir)
+    engine.add_notes(NEW_NOTE)
+    print(f"  device differs from the backup now: {engine.state() != backed_up}")
+
+    banner("Restore: copy the backup into Restore/ with mtp-sendfile")
+    result = sendfile(tools, saved, "Restore")
+    show(result, keep=8)
+    restored = sendfile_ok(result)
+    files = mtp_files(tools)
+    status = next(f for f in files if f.name == "status.txt")
+    status_file = DEMO / "status.txt"
+    getfile(tools, status.item_id, status_file)
+    print("  Restore/status.txt:")
+    for line in status_file.read_text().splitlines():
+        print(f"    {line}")
+    back = engine.state() == backed_up
+    print(f"  device state equals the backed-up state again: {back}")
+    print(f"  the note written after the backup is gone: "
+          f"{NEW_NOTE not in [t for _, t in engine.notes()]}")
+    engine.wait_mode("NORMAL")
+    print(f"  engine mode: {engine.mode()}")
+    return ok and restored and back
 
 
 if __name__ == "__main__":
