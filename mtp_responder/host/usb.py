@@ -323,6 +323,14 @@ class UsbInitiator:
         if response.code != ResponseCode.OK:
             raise MTPError(OperationCode.GET_OBJECT, response.code)
 
+    def _send_object_data(
+        self, handle: int, source: IO[bytes], length: int, progress: Progress | None
+    ) -> tuple[int, Response]:
+        """The SendObject that follows SendObjectInfo or SendObjectPropList."""
+        tid = self.send_command(OperationCode.SEND_OBJECT)
+        self.send_data_from(OperationCode.SEND_OBJECT, tid, source, length, progress)
+        return handle, self.read_response()
+
     def send_object_from(
         self,
         storage_id: int,
@@ -346,10 +354,7 @@ class UsbInitiator:
         _, response = self.transaction(
             OperationCode.SEND_OBJECT_INFO, storage_id, parent, data=build_object_info(info)
         )
-        handle = response.params[2]
-        tid = self.send_command(OperationCode.SEND_OBJECT)
-        self.send_data_from(OperationCode.SEND_OBJECT, tid, source, length, progress)
-        return handle, self.read_response()
+        return self._send_object_data(response.params[2], source, length, progress)
 
     def send_object_prop_list_from(
         self,
@@ -372,10 +377,7 @@ class UsbInitiator:
             length & 0xFFFFFFFF,
             data=props,
         )
-        handle = response.params[2]
-        tid = self.send_command(OperationCode.SEND_OBJECT)
-        self.send_data_from(OperationCode.SEND_OBJECT, tid, source, length, progress)
-        return handle, self.read_response()
+        return self._send_object_data(response.params[2], source, length, progress)
 
     def delete_object(self, handle: int) -> None:
         self.transaction(OperationCode.DELETE_OBJECT, handle, 0)

@@ -7,7 +7,6 @@ unplug mid-transfer).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import struct
@@ -23,7 +22,7 @@ from mtp_responder.codes import OperationCode, ResponseCode
 from mtp_responder.container import data_header
 from mtp_responder.datasets import ObjectInfoData, build_object_info, parse_prop_list
 from mtp_responder.host.usb import UsbInitiator, find_device
-from tests.e2e.guest.support import Gadget
+from tests.e2e.guest.support import Gadget, make_file
 
 pytestmark = pytest.mark.e2e
 
@@ -52,19 +51,6 @@ def mtp(mtp_gadget: Gadget) -> Any:
         initiator.close()
     except usb.core.USBError:
         pass
-
-
-def make_file(path: Path, size: int) -> str:
-    digest = hashlib.sha256()
-    block = os.urandom(1 << 20)
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            piece = block[: min(left, len(block))]
-            f.write(piece)
-            digest.update(piece)
-            left -= len(piece)
-    return digest.hexdigest()
 
 
 def test_ms_os_descriptors_name_mtp_as_compatible_id(mtp: UsbInitiator) -> None:
