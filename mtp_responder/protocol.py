@@ -204,12 +204,12 @@ class Connection:
         if self._remaining is None:
             if view:
                 self._payload_seen = True
-                self._events.append(DataChunk(bytes(view)))
+                self._events.append(DataChunk(_as_bytes(view)))
             return memoryview(b"")
         take = min(self._remaining, len(view))
         if take:
             self._payload_seen = True
-            self._events.append(DataChunk(bytes(view[:take])))
+            self._events.append(DataChunk(_as_bytes(view[:take])))
             self._remaining -= take
         rest = view[take:]
         if self._remaining == 0:
@@ -264,3 +264,14 @@ class Connection:
         self._events.append(BadContainer(reason, self._header_code, self._header_tid, response))
         self._buffer.clear()
         self._state = _State.DISCARD if discard else _State.IDLE
+
+
+def _as_bytes(view: memoryview) -> bytes:
+    """The bytes of ``view``, without a copy when it spans a whole bytes object.
+
+    Nearly every chunk of a data phase is a whole transport read: copying
+    each again would double the memory traffic of a SendObject.
+    """
+    if isinstance(view.obj, bytes) and view.nbytes == len(view.obj):
+        return view.obj
+    return bytes(view)
