@@ -40,7 +40,7 @@ class DeviceConfig:
 
 @dataclass(slots=True)
 class TransportConfig:
-    buffer_size: int = 256 * 1024
+    buffer_size: int = 512 * 1024
     blocks_in_flight: int = 4
 
 
