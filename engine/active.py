@@ -23,7 +23,7 @@ from pathlib import Path
 import trio
 
 from .errors import NotSupportedError
-from .rpc import Connection, IncomingRequest
+from .rpc import Connection, IncomingRequest, open_session
 from .types import ModeInfo, parse_sid
 
 log = logging.getLogger(__name__)
@@ -223,10 +223,12 @@ class ActiveBackupClient:
             cb = _BlockingAdapter(callbacks)
         else:
             cb = callbacks
-        stream = await trio.open_unix_socket(path)
         me: ActiveBackupClient | None = None
+        built = trio.Event()
 
         async def handler(req: IncomingRequest) -> None:
+            # A callback may arrive right behind the hello answer.
+            await built.wait()
             assert me is not None
             await me._handle(req)
 
@@ -234,27 +236,13 @@ class ActiveBackupClient:
             if me is not None and isinstance(ev, dict) and ev.get("event") == "mode":
                 me._set_mode(ModeInfo.from_wire(ev))
 
-        conn = Connection(stream, handler, on_event, odd_ids=True)
-        me = cls(conn, cb, sid)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(conn.serve)
-                try:
-                    ans = await conn.call("hello", {"role": "owner", "sid": sid, "protocol": 1})
-                    if isinstance(ans, dict) and isinstance(ans.get("mode"), dict):
-                        me._set_mode(ModeInfo.from_wire(ans["mode"]))
-                    yield me
-                finally:
-                    # Close before cancelling: a checkpoint inside a cancelled scope
-                    # here would swallow the exception that is unwinding the body.
-                    with trio.CancelScope(shield=True):
-                        await conn.aclose()
-                    nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as eg:
-            # One failure (a refused hello, an error in the body) is raised as itself.
-            if len(eg.exceptions) == 1:
-                raise eg.exceptions[0] from None
-            raise
+        hello = {"role": "owner", "sid": sid, "protocol": 1}
+        async with open_session(str(path), hello, handler, on_event) as (conn, ans):
+            me = cls(conn, cb, sid)
+            built.set()
+            if isinstance(ans, dict) and isinstance(ans.get("mode"), dict):
+                me._set_mode(ModeInfo.from_wire(ans["mode"]))
+            yield me
 
     def _set_mode(self, m: ModeInfo) -> None:
         self.mode = m

@@ -29,7 +29,7 @@ import trio
 
 from .errors import ArgumentError, GeneralError
 from .operations import ArchiveInfo, OwnerResult, RestoreResult
-from .rpc import Connection, Download
+from .rpc import Connection, Download, open_session
 from .types import (
     BackupIncType,
     BURMode,
@@ -146,7 +146,6 @@ class EngineClient:
         cls, socket_path: Path | str | None = None, role: str = "client", **hello: object
     ) -> AsyncIterator[EngineClient]:
         path = str(socket_path or default_socket_path())
-        stream = await trio.open_unix_socket(path)
         client: EngineClient | None = None
 
         async def on_event(ev: object) -> None:
@@ -155,27 +154,12 @@ class EngineClient:
                 client.mode_changed.set()
                 client.mode_changed = trio.Event()
 
-        conn = Connection(stream, None, on_event, odd_ids=True)
-        client = cls(conn)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(conn.serve)
-                try:
-                    ans = await conn.call("hello", {"role": role, "protocol": 1, **hello})
-                    if isinstance(ans, dict) and isinstance(ans.get("mode"), dict):
-                        client.mode = ModeInfo.from_wire(ans["mode"])
-                    yield client
-                finally:
-                    # Close before cancelling: a checkpoint inside a cancelled scope
-                    # here would swallow the exception that is unwinding the body.
-                    with trio.CancelScope(shield=True):
-                        await conn.aclose()
-                    nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as eg:
-            # One failure (a refused hello, an error in the body) is raised as itself.
-            if len(eg.exceptions) == 1:
-                raise eg.exceptions[0] from None
-            raise
+        hello_args = {"role": role, "protocol": 1, **hello}
+        async with open_session(path, hello_args, None, on_event) as (conn, ans):
+            client = cls(conn)
+            if isinstance(ans, dict) and isinstance(ans.get("mode"), dict):
+                client.mode = ModeInfo.from_wire(ans["mode"])
+            yield client
 
     async def _call(self, op: str, **args: object) -> Any:
         return await self.conn.call(op, args)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import trio
@@ -418,3 +419,36 @@ class Connection:
             await req.fail(e)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+
+
+@asynccontextmanager
+async def open_session(
+    path: str,
+    hello: dict[str, object],
+    handler: Handler | None = None,
+    on_event: EventHandler | None = None,
+) -> AsyncIterator[tuple[Connection, object]]:
+    """Connect to the engine, say hello, and yield the connection and the answer.
+
+    Clients and active owners both start this way; the connection is closed
+    (and its reader stopped) when the block ends, however it ends.
+    """
+    stream = await trio.open_unix_socket(path)
+    conn = Connection(stream, handler, on_event, odd_ids=True)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.serve)
+            try:
+                yield conn, await conn.call("hello", hello)
+            finally:
+                # Close before cancelling: a checkpoint inside a cancelled scope
+                # here would swallow the exception that is unwinding the body.
+                with trio.CancelScope(shield=True):
+                    await conn.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as eg:
+        # One failure (a refused hello, an error in the body) is raised as itself.
+        if len(eg.exceptions) == 1:
+            raise eg.exceptions[0] from None
+        raise
+
