@@ -10,7 +10,7 @@ APT_PKGS := qemu-system-x86 busybox-static cpio kmod mtp-tools gphoto2 usbutils 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[test]'
+	$(VPY) -m pip install -q -e '.[device,host,test]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -26,7 +26,8 @@ unit: install
 
 lint: install
 	$(VPY) -m ruff check .
-	$(VPY) -m mypy mtp_responder data_providers engine gadget_config
+	$(VPY) -m mypy mtp_responder data_providers engine gadget_config mtp_backup
+	$(VENV)/bin/lint-imports
 
 e2e: install apt
 	$(VPY) -m tests.e2e.harness

@@ -18,7 +18,7 @@ from typing import TextIO
 import trio
 
 from .client import SyncEngineClient
-from .config import EngineConfig
+from .daemon.config import EngineConfig
 from .errors import EngineError
 from .types import format_sid, parse_sid
 
@@ -75,7 +75,7 @@ def _progress_enabled(args: argparse.Namespace) -> bool:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import run_server
+    from .daemon.server import run_server
 
     cfg = _config(args)
     trio.run(run_server, cfg)

@@ -2,7 +2,7 @@
 
 Backup servers — the MTP Backup & Restore data provider, the ``backup-engine`` CLI,
 any other tool — use this module only; it speaks the socket protocol of
-:mod:`engine.protocol` and never touches data owners' files itself.
+:mod:`engine.wire.protocol` and never touches data owners' files itself.
 
 Two levels:
 
@@ -28,17 +28,19 @@ from typing import Any, BinaryIO, TypeVar
 import trio
 
 from .errors import ArgumentError, GeneralError
-from .operations import ArchiveInfo, OwnerResult, RestoreResult
-from .rpc import Connection, Download, open_session
 from .types import (
+    ArchiveInfo,
     BackupIncType,
     BURMode,
     DataOwnerInfo,
     DataOwnerStatus,
     FileEntry,
     ModeInfo,
+    OwnerResult,
+    RestoreResult,
     TransferType,
 )
+from .wire.rpc import Connection, Download, open_session
 
 __all__ = [
     "ArchiveInfo",

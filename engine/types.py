@@ -284,3 +284,69 @@ def _list(v: object) -> list[object]:
     if not isinstance(v, list):
         raise ArgumentError(f"expected a list, got {type(v).__name__}")
     return v
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class ArchiveInfo:
+    name: str
+    size: int
+    kind: str  # "full", "owner" or "snapshot"
+    sid: int | None = None
+
+    def to_wire(self) -> dict[str, object]:
+        return {"name": self.name, "size": self.size, "kind": self.kind, "sid": self.sid}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, object]) -> ArchiveInfo:
+        sid = d.get("sid")
+        size = d["size"]
+        assert isinstance(size, int)
+        return cls(str(d["name"]), size, str(d["kind"]), sid if isinstance(sid, int) else None)
+
+
+@dataclass
+class OwnerResult:
+    sid: int
+    code: int
+    reason: str
+
+    def to_wire(self) -> dict[str, object]:
+        return {"sid": self.sid, "code": self.code, "reason": self.reason}
+
+
+@dataclass
+class RestoreResult:
+    """What a restore achieved: ``code`` 0 means every selected owner was restored."""
+
+    code: int
+    reason: str
+    owners: list[OwnerResult] = field(default_factory=list)
+    bytes_read: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+    def to_wire(self) -> dict[str, object]:
+        return {
+            "code": self.code,
+            "reason": self.reason,
+            "owners": [o.to_wire() for o in self.owners],
+            "bytes_read": self.bytes_read,
+        }
+
+    @classmethod
+    def from_wire(cls, d: dict[str, object]) -> RestoreResult:
+        owners = d.get("owners") or []
+        assert isinstance(owners, list)
+        code, reason, nbytes = d["code"], d["reason"], d.get("bytes_read", 0)
+        assert isinstance(code, int) and isinstance(nbytes, int)
+        return cls(
+            code,
+            str(reason),
+            [OwnerResult(int(o["sid"]), int(o["code"]), str(o["reason"])) for o in owners],
+            nbytes,
+        )

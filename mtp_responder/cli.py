@@ -100,7 +100,7 @@ async def _run_functionfs(args: argparse.Namespace, config: Config) -> None:
 
 
 async def _run_loopback(config: Config) -> int:
-    from .codes import ResponseCode
+    from .core.codes import ResponseCode
     from .testing.initiator import Initiator
     from .transport.loopback import loopback_pair
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .codes import DataType, DeviceProp, FormFlag, ResponseCode
 from .config import DeviceConfig
-from .datasets import DatasetError, decode_value, encode_value
+from .core.codes import DataType, DeviceProp, FormFlag, ResponseCode
+from .core.datasets import DatasetError, decode_value, encode_value
 from .provider import ProviderError
 
 log = logging.getLogger(__name__)

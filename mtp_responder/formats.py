@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import posixpath
 
-from .codes import ObjectFormat
+from .core.codes import ObjectFormat
 
 _BY_EXTENSION: dict[str, ObjectFormat] = {
     ".txt": ObjectFormat.TEXT,

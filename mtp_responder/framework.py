@@ -15,8 +15,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from .codes import ALL, EventCode, ResponseCode
 from .config import Config
+from .core.codes import ALL, EventCode, ResponseCode
 from .handles import HandleTable
 from .properties import ObjectView
 from .provider import DataProvider, ObjectEntry, ProviderError, Storage

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .codes import ResponseCode
+from .core.codes import ResponseCode
 from .provider import ProviderError
 
 Location = tuple[int, str]

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from . import __version__
-from .codes import (
+from .config import Config
+from .core.codes import (
     ALL,
     AssociationType,
     DataType,
@@ -27,8 +28,7 @@ from .codes import (
     OperationCode,
     ResponseCode,
 )
-from .config import Config
-from .datasets import (
+from .core.datasets import (
     DatasetError,
     DeviceInfo,
     ObjectInfoData,
@@ -179,7 +179,7 @@ class Operations:
     # -- helpers ------------------------------------------------------------------
 
     def _writable(self, storage: Storage) -> None:
-        from .codes import AccessCapability
+        from .core.codes import AccessCapability
 
         if storage.describe().access != AccessCapability.READ_WRITE:
             raise ProviderError(ResponseCode.STORE_READ_ONLY)
@@ -643,7 +643,7 @@ class Operations:
         if definition is None:
             return (ResponseCode.INVALID_OBJECT_PROP_CODE, ())
         view = await self._view(handle)
-        from .datasets import encode_value
+        from .core.datasets import encode_value
 
         await tx.send(encode_value(definition.datatype, prop_value(definition, view)))
         return OK
@@ -854,7 +854,7 @@ def _refuse_into_itself(entry: ObjectEntry, parent_key: str, same_storage: bool)
 
 
 def _is_rw(storage: Storage) -> bool:
-    from .codes import AccessCapability
+    from .core.codes import AccessCapability
 
     return storage.describe().access == AccessCapability.READ_WRITE
 

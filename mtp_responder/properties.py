@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .codes import AssociationType, DataType, FormFlag, ObjectFormat, ObjectProp
-from .datasets import encode_value, format_date
+from .core.codes import AssociationType, DataType, FormFlag, ObjectFormat, ObjectProp
+from .core.datasets import encode_value, format_date
 from .provider import ObjectEntry
 
 

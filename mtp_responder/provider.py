@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .codes import AccessCapability, ObjectFormat, ResponseCode, StorageType
+from .core.codes import AccessCapability, ObjectFormat, ResponseCode, StorageType
 
 
 class ProviderError(Exception):

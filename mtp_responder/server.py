@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 import trio
 
-from .codes import ContainerType, EventCode, OperationCode, ResponseCode, try_enum
-from .container import build_params_container, data_header
-from .operations import Operations, Response
-from .protocol import (
+from .core.codes import ContainerType, EventCode, OperationCode, ResponseCode, try_enum
+from .core.container import build_params_container, data_header
+from .core.protocol import (
     NEED_DATA,
     BadContainer,
     Command,
@@ -28,6 +27,7 @@ from .protocol import (
     DataStart,
     Event,
 )
+from .operations import Operations, Response
 from .provider import ProviderError
 from .transport.base import (
     CancelRequest,

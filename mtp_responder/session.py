@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .codes import OperationCode
+from .core.codes import OperationCode
 from .provider import Upload
 
 SESSIONLESS = frozenset(

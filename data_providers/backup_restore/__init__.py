@@ -42,7 +42,7 @@ import trio
 
 from engine.client import ArchiveInfo, EngineClient, PreparedBackup
 from engine.errors import EngineError, ErrorCode
-from mtp_responder.codes import AccessCapability, ObjectFormat, ResponseCode, StorageType
+from mtp_responder.core.codes import AccessCapability, ObjectFormat, ResponseCode, StorageType
 from mtp_responder.provider import (
     DataProvider,
     NewObject,

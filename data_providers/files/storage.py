@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import trio
 
-from mtp_responder.codes import AccessCapability, ResponseCode, StorageType
+from mtp_responder.core.codes import AccessCapability, ResponseCode, StorageType
 from mtp_responder.formats import format_for_name
 from mtp_responder.provider import (
     NewObject,

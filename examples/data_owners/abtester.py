@@ -19,7 +19,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.active import ActiveBackupClient, ActiveBackupDataClient
+from engine.sdk import ActiveBackupClient, ActiveBackupDataClient
 from engine.types import format_sid, parse_sid
 
 SNAPSHOT = b"abtester-snapshot-v1"

@@ -2,7 +2,7 @@
 
 Run ``notes_store.py DB add TEXT`` / ``notes_store.py DB list`` to use it; run it
 with no command (as the engine does from ``process_name``, with ``$NOTES_DB`` set)
-to take part in backup and restore through :mod:`engine.active`.
+to take part in backup and restore through :mod:`engine.sdk`.
 
 Backup: the database is copied with SQLite's online backup API into a private
 temporary file at ``initialise_get_backup_data`` — a consistent image even while
@@ -25,7 +25,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.active import BlockingActiveBackupDataClient, run_owner
+from engine.sdk import BlockingActiveBackupDataClient, run_owner
 
 
 def open_db(path: Path) -> sqlite3.Connection:

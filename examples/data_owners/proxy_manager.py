@@ -17,7 +17,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.active import BlockingActiveBackupDataClient, run_owner
+from engine.sdk import BlockingActiveBackupDataClient, run_owner
 from engine.types import format_sid
 
 

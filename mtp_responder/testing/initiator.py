@@ -12,15 +12,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..codes import ContainerType, OperationCode, ResponseCode
-from ..container import (
+from ..core.codes import ContainerType, OperationCode, ResponseCode
+from ..core.container import (
     HEADER_SIZE,
     UNKNOWN_LENGTH,
     build_params_container,
     data_header,
     parse_header,
 )
-from ..datasets import (
+from ..core.datasets import (
     DeviceInfo,
     ObjectInfoData,
     StorageInfo,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from mtp_responder.host import backup_tool as bt
+from mtp_backup import cli as bt
 from tests.e2e.backup_support import (
     DEVICE_NAME,
     LIBMTP_TIMEOUT,

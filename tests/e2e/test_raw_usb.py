@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import usb.core
 
-from mtp_responder.codes import OperationCode, ResponseCode
-from mtp_responder.container import data_header
-from mtp_responder.datasets import ObjectInfoData, build_object_info, parse_prop_list
-from mtp_responder.host.usb import UsbInitiator, find_device
+from mtp_backup.usb import UsbInitiator, find_device
+from mtp_responder.core.codes import OperationCode, ResponseCode
+from mtp_responder.core.container import data_header
+from mtp_responder.core.datasets import ObjectInfoData, build_object_info, parse_prop_list
 from tests.e2e.guest.support import Gadget, make_file
 
 pytestmark = pytest.mark.e2e

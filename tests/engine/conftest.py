@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import EngineConfig
+from engine.daemon.config import EngineConfig
 
 from .helpers import env, make_config, write_toml
 

@@ -6,7 +6,7 @@ import os
 import random
 from pathlib import Path
 
-from engine.config import EngineConfig
+from engine.daemon.config import EngineConfig
 from engine.types import format_sid
 
 REPO = Path(__file__).resolve().parents[2]

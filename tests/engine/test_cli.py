@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from engine.config import EngineConfig
+from engine.daemon.config import EngineConfig
 from engine.types import format_sid
 
 from .conftest import EngineProcess

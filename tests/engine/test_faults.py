@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from engine.client import EngineClient
-from engine.config import EngineConfig
+from engine.daemon.config import EngineConfig
 from engine.errors import AccessDeniedError, EngineError, ErrorCode, InUseError, TimedOutError
 from engine.types import BackupIncType, BURMode, DataOwnerStatus, TransferType, format_sid
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.archive import PlanCursor
-from engine.core import Engine
+from engine.daemon.archive import PlanCursor
+from engine.daemon.core import Engine
+from engine.daemon.operations import prepare_backup, read_plan_sync, restore_archive
+from engine.daemon.registration import load_registration, normalise_passive_path
 from engine.errors import CorruptError, ErrorCode
-from engine.operations import prepare_backup, read_plan_sync, restore_archive
-from engine.registration import load_registration, normalise_passive_path
-from engine.tarstream import TarParser, member_header
+from engine.mbak.tar import TarParser, member_header
 from engine.types import BackupIncType, BURMode
 
 from .helpers import PASSIVE_ALL, make_config, make_tree, register, tree_state

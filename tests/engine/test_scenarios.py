@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from engine.client import EngineClient, SyncEngineClient
-from engine.config import EngineConfig
+from engine.daemon.config import EngineConfig
 from engine.errors import (
     AccessDeniedError,
     ArgumentError,
@@ -24,7 +24,7 @@ from engine.errors import (
     NotReadyError,
     NotSupportedError,
 )
-from engine.tarstream import MemberStart, TarParser
+from engine.mbak.tar import MemberStart, TarParser
 from engine.types import (
     ActiveSettings,
     BackupIncType,

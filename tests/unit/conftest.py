@@ -11,7 +11,7 @@ import trio
 
 from mtp_responder.app import Responder
 from mtp_responder.config import parse_config
-from mtp_responder.datasets import ObjectInfoData, build_object_info
+from mtp_responder.core.datasets import ObjectInfoData, build_object_info
 from mtp_responder.testing.initiator import Initiator
 from mtp_responder.transport.loopback import LoopbackHost, loopback_pair
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from mtp_responder.codes import OperationCode, ResponseCode
+from mtp_responder.core.codes import OperationCode, ResponseCode
 
 from .conftest import Device, handle_of, make_config, start_device
 

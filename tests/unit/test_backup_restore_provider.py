@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from engine.config import EngineConfig
-from mtp_responder.codes import OperationCode, ResponseCode
-from mtp_responder.datasets import ObjectInfoData, build_object_info
+from engine.daemon.config import EngineConfig
+from mtp_responder.core.codes import OperationCode, ResponseCode
+from mtp_responder.core.datasets import ObjectInfoData, build_object_info
 from mtp_responder.testing.initiator import Initiator
 from tests.engine.conftest import EngineProcess, start_engine, stop_engine
 from tests.engine.helpers import PASSIVE_ALL, make_config, make_tree, register, tree_state
@@ -259,7 +259,7 @@ async def test_an_archive_larger_than_the_free_space_is_refused_up_front(rig: Ri
     info = ObjectInfoData(storage, 0x3000, 0, 0xFFFFFFFF, parent, 0, "huge.mbak")
     # A 64-bit size through SendObjectPropList: 1 PiB.
     del info
-    from mtp_responder.datasets import PropListItem, build_prop_list
+    from mtp_responder.core.datasets import PropListItem, build_prop_list
 
     props = build_prop_list([PropListItem(0, 0xDC07, 0xFFFF, "huge.mbak")])
     size = 1 << 50
@@ -320,7 +320,7 @@ async def test_cancelling_a_restore_leaves_the_data_as_it_was(rig: Rig) -> None:
     tid = await mtp.command(OperationCode.SEND_OBJECT)
     half = len(mbak) // 2
     half -= half % 512
-    from mtp_responder.container import data_header
+    from mtp_responder.core.container import data_header
 
     await rig.device.host.write_transfer(
         data_header(OperationCode.SEND_OBJECT, tid, len(mbak)) + mbak[:half], end=False
@@ -371,7 +371,7 @@ async def test_unplugging_in_the_middle_of_a_restore_changes_nothing(rig: Rig) -
     tid = await mtp.command(OperationCode.SEND_OBJECT)
     half = len(mbak) // 2
     half -= half % 512
-    from mtp_responder.container import data_header
+    from mtp_responder.core.container import data_header
 
     await rig.device.host.write_transfer(
         data_header(OperationCode.SEND_OBJECT, tid, len(mbak)) + mbak[:half], end=False

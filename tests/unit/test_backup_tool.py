@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import EngineConfig
+from engine.daemon.config import EngineConfig
 from engine.types import format_sid
-from mtp_responder.host import backup_tool as bt
+from mtp_backup import cli as bt
 from tests.engine.conftest import EngineProcess, start_engine, stop_engine
 from tests.engine.helpers import PASSIVE_ALL, make_config, make_tree, register
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 
-from mtp_responder.codes import (
+from mtp_responder.core.codes import (
     ContainerType,
     DeviceProp,
     ObjectFormat,
@@ -18,8 +18,8 @@ from mtp_responder.codes import (
     OperationCode,
     ResponseCode,
 )
-from mtp_responder.container import data_header
-from mtp_responder.datasets import OBJECT_INFO_FIXED_SIZE, encode_string
+from mtp_responder.core.container import data_header
+from mtp_responder.core.datasets import OBJECT_INFO_FIXED_SIZE, encode_string
 from mtp_responder.testing.initiator import Initiator
 
 from .conftest import Device, handle_of, make_config, object_info, start_device

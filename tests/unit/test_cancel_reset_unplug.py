@@ -6,8 +6,8 @@ import os
 
 import trio
 
-from mtp_responder.codes import OperationCode, ResponseCode
-from mtp_responder.container import data_header
+from mtp_responder.core.codes import OperationCode, ResponseCode
+from mtp_responder.core.container import data_header
 from mtp_responder.testing.initiator import Initiator
 
 from .conftest import Device, handle_of, object_info

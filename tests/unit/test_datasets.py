@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from mtp_responder.codes import DataType, DeviceProp, FormFlag, ObjectProp
 from mtp_responder.config import DeviceConfig
-from mtp_responder.datasets import (
+from mtp_responder.core.codes import DataType, DeviceProp, FormFlag, ObjectProp
+from mtp_responder.core.datasets import (
     OBJECT_INFO_FIXED_SIZE,
     DatasetError,
     DevicePropDesc,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import trio
 
-from mtp_responder.codes import (
+from mtp_responder.core.codes import (
     DataType,
     DeviceProp,
     EventCode,
@@ -15,7 +15,7 @@ from mtp_responder.codes import (
     OperationCode,
     ResponseCode,
 )
-from mtp_responder.datasets import DevicePropDesc, decode_value, encode_string
+from mtp_responder.core.datasets import DevicePropDesc, decode_value, encode_string
 from mtp_responder.testing.initiator import Initiator
 
 from .conftest import Device, make_config, start_device

@@ -7,8 +7,14 @@ import struct
 
 import trio
 
-from mtp_responder.codes import ContainerType, EventCode, ObjectFormat, ObjectProp, OperationCode
-from mtp_responder.datasets import encode_string
+from mtp_responder.core.codes import (
+    ContainerType,
+    EventCode,
+    ObjectFormat,
+    ObjectProp,
+    OperationCode,
+)
+from mtp_responder.core.datasets import encode_string
 
 from .conftest import Device, handle_of, object_info
 

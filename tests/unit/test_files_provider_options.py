@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from data_providers.files import FilesProvider, StorageOptions, parse_options
-from mtp_responder.codes import AccessCapability, StorageType
+from mtp_responder.core.codes import AccessCapability, StorageType
 
 
 class _NoEvents:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from data_providers.files import TEMP_PREFIX, FilesProvider, FileStorage
-from mtp_responder.codes import ResponseCode
+from mtp_responder.core.codes import ResponseCode
 from mtp_responder.provider import NewObject, ProviderError
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from data_providers.files import TEMP_PREFIX, FilesProvider, FileStorage
-from mtp_responder.codes import ObjectFormat, ResponseCode
+from mtp_responder.core.codes import ObjectFormat, ResponseCode
 from mtp_responder.provider import NewObject, ProviderError
 
 

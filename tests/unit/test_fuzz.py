@@ -21,7 +21,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mtp_responder.codes import (
+from mtp_responder.core.codes import (
     ContainerType,
     DataType,
     DeviceProp,
@@ -30,8 +30,8 @@ from mtp_responder.codes import (
     OperationCode,
     ResponseCode,
 )
-from mtp_responder.container import build_params_container
-from mtp_responder.datasets import ObjectInfoData, build_object_info, encode_string
+from mtp_responder.core.container import build_params_container
+from mtp_responder.core.datasets import ObjectInfoData, build_object_info, encode_string
 from mtp_responder.operations import Operations
 
 from .conftest import Device, make_config, start_device

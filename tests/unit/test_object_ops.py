@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from mtp_responder.codes import ObjectFormat, OperationCode, ResponseCode
-from mtp_responder.datasets import parse_u32_array
+from mtp_responder.core.codes import ObjectFormat, OperationCode, ResponseCode
+from mtp_responder.core.datasets import parse_u32_array
 from mtp_responder.testing.initiator import Result
 
 from .conftest import Device, handle_of, names_to_handles, object_info

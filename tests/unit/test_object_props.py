@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import trio
 
-from mtp_responder.codes import DataType, ObjectFormat, ObjectProp, OperationCode, ResponseCode
-from mtp_responder.datasets import (
+from mtp_responder.core.codes import DataType, ObjectFormat, ObjectProp, OperationCode, ResponseCode
+from mtp_responder.core.datasets import (
     ObjectPropDesc,
     PropListItem,
     build_prop_list,

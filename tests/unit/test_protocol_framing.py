@@ -10,9 +10,9 @@ import struct
 
 import pytest
 
-from mtp_responder.codes import ContainerType, OperationCode, ResponseCode
-from mtp_responder.container import build_params_container, data_header
-from mtp_responder.protocol import (
+from mtp_responder.core.codes import ContainerType, OperationCode, ResponseCode
+from mtp_responder.core.container import build_params_container, data_header
+from mtp_responder.core.protocol import (
     NEED_DATA,
     BadContainer,
     Command,

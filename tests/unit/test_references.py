@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mtp_responder.codes import OperationCode, ResponseCode
-from mtp_responder.datasets import build_u32_array, parse_u32_array
+from mtp_responder.core.codes import OperationCode, ResponseCode
+from mtp_responder.core.datasets import build_u32_array, parse_u32_array
 
 from .conftest import Device, handle_of
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mtp_responder.codes import EventCode, OperationCode, ResponseCode
+from mtp_responder.core.codes import EventCode, OperationCode, ResponseCode
 from mtp_responder.operations import Operations
 from mtp_responder.testing.initiator import Initiator
 

@@ -1,6 +1,6 @@
 """Sessions: what a host can do before, during and after OpenSession."""
 
-from mtp_responder.codes import OperationCode, ResponseCode
+from mtp_responder.core.codes import OperationCode, ResponseCode
 
 from .conftest import Device
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import trio
 
-from mtp_responder.codes import (
+from mtp_responder.core.codes import (
     AccessCapability,
     FilesystemType,
     OperationCode,

@@ -21,17 +21,17 @@ import shutil
 import stat
 from pathlib import Path
 
-from .errors import CorruptError, DiskFullError, EngineError, GeneralError, UnderflowError
-from .filelist import ExcludeSet, FileRecord, globally_excluded, passive_file_list
+from ..errors import CorruptError, DiskFullError, EngineError, GeneralError, UnderflowError
+from ..mbak.names import safe_relpath
+from ..mbak.snapshot import FileRecord, Snapshot
+from ..types import format_sid
+from .filelist import ExcludeSet, globally_excluded, passive_file_list
 from .registration import REGISTRATION_RE
-from .snapshot import Snapshot
-from .types import format_sid
 
 log = logging.getLogger(__name__)
 
 STAGING_PREFIX = ".mbak-staging-"
 OLD_PREFIX = ".mbak-old-"
-MAX_PATH_BYTES = 4000
 RENAME_EXCHANGE = 2
 AT_FDCWD = -100
 
@@ -50,23 +50,6 @@ def exchange(a: Path, b: Path) -> bool:
     if e in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
         return False
     raise OSError(e, os.strerror(e), str(a))
-
-
-def safe_relpath(name: str) -> str:
-    """Validate an archive-relative path; raises CorruptError if it could escape."""
-    if not name or "\x00" in name:
-        raise CorruptError("empty or NUL-containing path in restore data")
-    if name.startswith("/") or ("\\" in name and ":" in name):
-        raise CorruptError(f"absolute path in restore data: {name[:200]!r}")
-    is_dir = name.endswith("/")
-    parts = name.rstrip("/").split("/")
-    for p in parts:
-        if p in ("", ".", ".."):
-            raise CorruptError(f"path escapes the owner's area: {name[:200]!r}")
-    rel = "/".join(parts)
-    if len(rel.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
-        raise CorruptError("path too long in restore data")
-    return rel + ("/" if is_dir else "")
 
 
 class Scope:

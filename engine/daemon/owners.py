@@ -13,10 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import EngineConfig
-from .filelist import FileRecord, passive_file_list
-from .registration import REGISTRATION_RE, Registration, load_registration, registration_relpaths
-from .types import (
+from ..mbak.snapshot import FileRecord
+from ..types import (
     ActiveSettings,
     ActiveType,
     CommonSettings,
@@ -25,6 +23,9 @@ from .types import (
     PassiveSettings,
     format_sid,
 )
+from .config import EngineConfig
+from .filelist import passive_file_list
+from .registration import REGISTRATION_RE, Registration, load_registration, registration_relpaths
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
 
+from ..types import ActiveType, format_sid
 from .config import DEFAULT_CALLBACK_TIMEOUT, DEFAULT_CENTRAL_REPOSITORY
-from .types import ActiveType, format_sid
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ArgumentError
-from .types import normalise_drive
+from ..errors import ArgumentError
+from ..types import normalise_drive
 
 DEFAULT_CALLBACK_TIMEOUT = 200.0
 DEFAULT_CENTRAL_REPOSITORY = 0x10202BE9

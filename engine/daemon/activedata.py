@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 import trio
 from construct import Flag, Int32ul, Struct
 
-from .errors import (
+from ..errors import (
     CorruptError,
     EngineError,
     NotReadyError,
     TimedOutError,
 )
-from .rpc import Connection, ConnectionLostError, Download, Upload
-from .types import DataOwnerStatus, format_sid
+from ..types import DataOwnerStatus, format_sid
+from ..wire.rpc import Connection, ConnectionLostError, Download, Upload
 
 log = logging.getLogger(__name__)
 

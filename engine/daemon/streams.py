@@ -9,16 +9,18 @@ the ``owners/<SID>/<drive>/files/`` prefix. It can be cut at any byte and resume
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import trio
 
+from ..errors import CorruptError, OverflowEngineError, UnderflowError
+from ..mbak.manifest import StreamEntry
+from ..mbak.snapshot import MAX_SNAPSHOT_BYTES, FileRecord, Snapshot
+from ..mbak.tar import MemberData, MemberEnd, MemberInfo, MemberStart, TarParser
+from ..types import TransferType, format_sid
 from .archive import ArchivePlan, FileSegment, PlanCursor, Segment
-from .errors import CorruptError, OverflowEngineError, UnderflowError
-from .filelist import FileRecord
 from .restore import PassiveStage
-from .snapshot import MAX_SNAPSHOT_BYTES, Snapshot
-from .tarstream import MemberData, MemberEnd, MemberStart, TarParser
 
 
 class PassiveSource:
@@ -134,3 +136,39 @@ def load_snapshot_file(path: Path) -> Snapshot:
         return Snapshot.from_file(path)
     except OSError as e:
         raise CorruptError(f"cannot read snapshot: {e}") from e
+
+
+class SnapshotCollector:
+    """Keeps only the snapshot streams of an archive (the input of an incremental)."""
+
+    def __init__(self, spool: Path) -> None:
+        self.spool = spool
+        self.files: dict[tuple[int, str, TransferType], Path] = {}
+        self.manifest: dict[str, object] = {}
+        self._f: object = None
+
+    def on_manifest(self, manifest: dict[str, object], streams: list[StreamEntry]) -> None:
+        self.manifest = manifest
+
+    def begin_member(self, entry: StreamEntry, rel: str | None, info: MemberInfo) -> bool:
+        if not entry.ttype.is_snapshot:
+            return False
+        p = self.spool / f"{format_sid(entry.sid)}-{entry.drive}-{entry.ttype.slug}"
+        self.files[(entry.sid, entry.drive, entry.ttype)] = p
+        self._f = open(p, "wb")
+        return True
+
+    def data(self, entry: StreamEntry, data: bytes | memoryview) -> None:
+        self._f.write(data)  # type: ignore[attr-defined]
+
+    def end_member(self, entry: StreamEntry) -> None:
+        self._f.close()  # type: ignore[attr-defined]
+        self._f = None
+
+    def end_stream(self, entry: StreamEntry) -> None:
+        pass
+
+    def cleanup(self) -> None:
+        if self._f is not None:
+            self._f.close()  # type: ignore[attr-defined]
+        shutil.rmtree(self.spool, ignore_errors=True)

@@ -23,8 +23,8 @@ from pathlib import Path
 import trio
 
 from .errors import NotSupportedError
-from .rpc import Connection, IncomingRequest, open_session
 from .types import ModeInfo, parse_sid
+from .wire.rpc import Connection, IncomingRequest, open_session
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,7 @@ from typing import Protocol
 
 import trio
 
-from .activedata import ActiveDataSink, ActiveDataSource, ActiveSession
-from .config import EngineConfig
-from .errors import (
+from ..errors import (
     AccessDeniedError,
     ArgumentError,
     CorruptError,
@@ -34,13 +32,9 @@ from .errors import (
     NotReadyError,
     NotSupportedError,
 )
-from .filelist import iter_public_files
-from .owners import DataOwner, discover
-from .restore import PassiveStage, Scope, recover
-from .snapshot import Snapshot, snapshot_size, write_snapshot
-from .streams import FileSource, PassiveDataSink, PassiveSource, SpoolSink, load_snapshot_file
-from .tarstream import BLOCK
-from .types import (
+from ..mbak.snapshot import Snapshot, snapshot_size, write_snapshot
+from ..mbak.tar import BLOCK
+from ..types import (
     ActiveType,
     BackupIncType,
     BURMode,
@@ -52,6 +46,12 @@ from .types import (
     format_sid,
     normalise_drive,
 )
+from .activedata import ActiveDataSink, ActiveDataSource, ActiveSession
+from .config import EngineConfig
+from .filelist import iter_public_files
+from .owners import DataOwner, discover
+from .restore import PassiveStage, Scope, recover
+from .streams import FileSource, PassiveDataSink, PassiveSource, SpoolSink, load_snapshot_file
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +359,7 @@ class Engine:
             env["BACKUP_ENGINE_SOCKET"] = str(self.config.socket_path)
             env["BACKUP_ENGINE_SID"] = format_sid(sid)
             env["BACKUP_ENGINE_LAUNCHED"] = "1"
-            root = str(Path(__file__).resolve().parent.parent)
+            root = str(Path(__file__).resolve().parents[2])
             env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
             kw: dict[str, object] = {}
             pd = next(iter(o.private_dirs.values()), None)

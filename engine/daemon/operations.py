@@ -20,50 +20,37 @@ from typing import BinaryIO
 
 import trio
 
-from . import __version__
-from .activedata import ActiveDataSink, ActiveDataSource
-from .archive import ArchivePlan, PlanBuilder, PlanCursor, Segment, StreamEntry
-from .core import Engine
-from .errors import (
+from .. import __version__
+from ..errors import (
     AccessDeniedError,
     CorruptError,
     EngineError,
     NotFoundError,
 )
-from .ingest import ArchiveIngest, SnapshotCollector
-from .owners import DataOwner
-from .restore import PassiveStage, Scope
-from .snapshot import Snapshot, write_snapshot
-from .tarstream import MemberInfo
-from .types import (
+from ..mbak.ingest import ArchiveIngest
+from ..mbak.manifest import StreamEntry
+from ..mbak.snapshot import Snapshot, write_snapshot
+from ..mbak.tar import MemberInfo
+from ..types import (
+    ArchiveInfo,
     BackupIncType,
     BURMode,
     DataOwnerStatus,
+    OwnerResult,
+    RestoreResult,
     TransferType,
     format_sid,
 )
+from .activedata import ActiveDataSink, ActiveDataSource
+from .archive import ArchivePlan, PlanBuilder, PlanCursor, Segment
+from .core import Engine
+from .owners import DataOwner
+from .restore import PassiveStage, Scope
+from .streams import SnapshotCollector
 
 log = logging.getLogger(__name__)
 
 Receive = Callable[[], Awaitable[bytes | None]]
-
-
-@dataclass
-class ArchiveInfo:
-    name: str
-    size: int
-    kind: str  # "full", "owner" or "snapshot"
-    sid: int | None = None
-
-    def to_wire(self) -> dict[str, object]:
-        return {"name": self.name, "size": self.size, "kind": self.kind, "sid": self.sid}
-
-    @classmethod
-    def from_wire(cls, d: dict[str, object]) -> ArchiveInfo:
-        sid = d.get("sid")
-        size = d["size"]
-        assert isinstance(size, int)
-        return cls(str(d["name"]), size, str(d["kind"]), sid if isinstance(sid, int) else None)
 
 
 @dataclass
@@ -88,51 +75,6 @@ class PreparedBackup:
             shutil.rmtree(self.spool, ignore_errors=True)
             self.spool = None
         self.plans.clear()
-
-
-@dataclass
-class OwnerResult:
-    sid: int
-    code: int
-    reason: str
-
-    def to_wire(self) -> dict[str, object]:
-        return {"sid": self.sid, "code": self.code, "reason": self.reason}
-
-
-@dataclass
-class RestoreResult:
-    """What a restore achieved: ``code`` 0 means every selected owner was restored."""
-
-    code: int
-    reason: str
-    owners: list[OwnerResult] = field(default_factory=list)
-    bytes_read: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.code == 0
-
-    def to_wire(self) -> dict[str, object]:
-        return {
-            "code": self.code,
-            "reason": self.reason,
-            "owners": [o.to_wire() for o in self.owners],
-            "bytes_read": self.bytes_read,
-        }
-
-    @classmethod
-    def from_wire(cls, d: dict[str, object]) -> RestoreResult:
-        owners = d.get("owners") or []
-        assert isinstance(owners, list)
-        code, reason, nbytes = d["code"], d["reason"], d.get("bytes_read", 0)
-        assert isinstance(code, int) and isinstance(nbytes, int)
-        return cls(
-            code,
-            str(reason),
-            [OwnerResult(int(o["sid"]), int(o["code"]), str(o["reason"])) for o in owners],
-            nbytes,
-        )
 
 
 def _safe_name(text: str) -> str:

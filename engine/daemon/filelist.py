@@ -13,25 +13,13 @@ import os
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+
+from ..mbak.snapshot import FileRecord
 
 log = logging.getLogger(__name__)
 
 GLOBAL_EXCLUDED_TOP = ("nobackup",)
 PUBLIC_EXCLUDED_TOP = ("private", "sys", "system", "resource")
-
-
-class FileRecord(NamedTuple):
-    """One passive entry; ``path`` is relative to the private directory, dirs end in '/'."""
-
-    path: str
-    size: int
-    mtime_ns: int
-    mode: int
-
-    @property
-    def is_dir(self) -> bool:
-        return self.path.endswith("/")
 
 
 class ExcludeSet:

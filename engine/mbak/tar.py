@@ -14,7 +14,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .errors import CorruptError, OverflowEngineError
+from ..errors import CorruptError, OverflowEngineError
 
 BLOCK = 512
 MAX_PAX_BYTES = 64 * 1024

@@ -17,19 +17,19 @@ from dataclasses import dataclass
 
 import trio
 
-from .activedata import ActiveSession
-from .archive import PlanCursor
-from .config import EngineConfig
-from .core import Engine
-from .errors import (
+from ..errors import (
     AccessDeniedError,
     ArgumentError,
     InUseError,
     NotFoundError,
 )
+from ..types import BackupIncType, BURMode, ModeInfo, TransferType, format_sid
+from ..wire.rpc import Connection, IncomingRequest
+from .activedata import ActiveSession
+from .archive import PlanCursor
+from .config import EngineConfig
+from .core import Engine
 from .operations import PreparedBackup, load_previous, prepare_backup, restore_archive
-from .rpc import Connection, IncomingRequest
-from .types import BackupIncType, BURMode, ModeInfo, TransferType, format_sid
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def _ttype(args: dict[str, object]) -> TransferType:
     try:
         return TransferType(_int(args, "type"))
     except ValueError as e:
-        from .errors import NotSupportedError
+        from ..errors import NotSupportedError
 
         raise NotSupportedError(f"unknown transfer type {args.get('type')!r}") from e
 

@@ -1,6 +1,6 @@
 """``mtp-backup``: one-command backup, incremental backup and restore from a PC.
 
-It speaks plain MTP (through :class:`~mtp_responder.host.usb.UsbInitiator`) to
+It speaks plain MTP (through :class:`~mtp_backup.usb.UsbInitiator`) to
 the storage whose description is "Backup & Restore", doing exactly what a
 person would do in a file manager: copy ``Backup/*.mbak`` out, drop a
 ``.snapshot`` into ``Incremental/`` and copy the increment out, drop a
@@ -34,11 +34,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.archive import StreamEntry
 from engine.errors import EngineError
-from engine.ingest import ArchiveIngest
-from engine.restore import safe_relpath
-from engine.tarstream import MemberInfo
+from engine.mbak.ingest import ArchiveIngest
+from engine.mbak.manifest import StreamEntry
+from engine.mbak.names import safe_relpath
+from engine.mbak.tar import MemberInfo
 from engine.types import format_sid, parse_sid
 
 EXIT_OK = 0
@@ -463,7 +463,7 @@ class BackupDevice:
 
     def object_size(self, handle: int) -> int:
         """The 64-bit size, for objects of 4 GiB and more (ObjectInfo caps at 32 bits)."""
-        from ..codes import OperationCode
+        from mtp_responder.core.codes import OperationCode
 
         payload, _ = self.mtp.transaction(
             OperationCode.GET_OBJECT_PROP_VALUE, handle, OBJECT_SIZE_PROP
@@ -549,7 +549,7 @@ class _TeeSink:
 
 
 def _response_name(code: int) -> str:
-    from ..codes import ResponseCode
+    from mtp_responder.core.codes import ResponseCode
 
     try:
         return ResponseCode(code).name

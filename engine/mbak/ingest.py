@@ -10,11 +10,11 @@ only commit after that.
 from __future__ import annotations
 
 import hashlib
-import shutil
-from pathlib import Path
 from typing import Protocol
 
-from .archive import (
+from ..errors import CorruptError, OverflowEngineError
+from ..types import TransferType, format_sid
+from .manifest import (
     FLAG_CHANGED,
     FLAG_OK,
     MANIFEST_NAME,
@@ -25,10 +25,8 @@ from .archive import (
     load_manifest,
     parse_manifest_streams,
 )
-from .errors import CorruptError, OverflowEngineError
 from .snapshot import MAX_SNAPSHOT_BYTES
-from .tarstream import ArchiveEnd, MemberData, MemberEnd, MemberInfo, MemberStart, TarParser
-from .types import TransferType, format_sid
+from .tar import ArchiveEnd, MemberData, MemberEnd, MemberInfo, MemberStart, TarParser
 
 
 class IngestHandler(Protocol):
@@ -219,39 +217,3 @@ class ArchiveIngest:
         self.parser.finish()
         if not self.verified:
             raise CorruptError("archive has no digest trailer")
-
-
-class SnapshotCollector:
-    """Keeps only the snapshot streams of an archive (the input of an incremental)."""
-
-    def __init__(self, spool: Path) -> None:
-        self.spool = spool
-        self.files: dict[tuple[int, str, TransferType], Path] = {}
-        self.manifest: dict[str, object] = {}
-        self._f: object = None
-
-    def on_manifest(self, manifest: dict[str, object], streams: list[StreamEntry]) -> None:
-        self.manifest = manifest
-
-    def begin_member(self, entry: StreamEntry, rel: str | None, info: MemberInfo) -> bool:
-        if not entry.ttype.is_snapshot:
-            return False
-        p = self.spool / f"{format_sid(entry.sid)}-{entry.drive}-{entry.ttype.slug}"
-        self.files[(entry.sid, entry.drive, entry.ttype)] = p
-        self._f = open(p, "wb")
-        return True
-
-    def data(self, entry: StreamEntry, data: bytes | memoryview) -> None:
-        self._f.write(data)  # type: ignore[attr-defined]
-
-    def end_member(self, entry: StreamEntry) -> None:
-        self._f.close()  # type: ignore[attr-defined]
-        self._f = None
-
-    def end_stream(self, entry: StreamEntry) -> None:
-        pass
-
-    def cleanup(self) -> None:
-        if self._f is not None:
-            self._f.close()  # type: ignore[attr-defined]
-        shutil.rmtree(self.spool, ignore_errors=True)

@@ -35,7 +35,7 @@ from construct import (
     this,
 )
 
-from .errors import CorruptError
+from ..errors import CorruptError
 
 PROTOCOL_VERSION = 1
 HEADER_SIZE = 12

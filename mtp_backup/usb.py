@@ -16,15 +16,21 @@ from typing import IO, Any
 import usb.core
 import usb.util
 
-from ..codes import ContainerType, DataType, ObjectProp, OperationCode, ResponseCode
-from ..container import (
+from mtp_responder.core.codes import (
+    ContainerType,
+    DataType,
+    ObjectProp,
+    OperationCode,
+    ResponseCode,
+)
+from mtp_responder.core.container import (
     HEADER_SIZE,
     UNKNOWN_LENGTH,
     build_params_container,
     data_header,
     parse_header,
 )
-from ..datasets import (
+from mtp_responder.core.datasets import (
     DeviceInfo,
     ObjectInfoData,
     PropListItem,

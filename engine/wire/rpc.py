@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import trio
 
-from .errors import CancelledError, EngineError, ErrorCode, GeneralError, error_from_code
+from ..errors import CancelledError, EngineError, ErrorCode, GeneralError, error_from_code
 from .protocol import (
     HEADER_SIZE,
     Kind,

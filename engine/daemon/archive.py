@@ -25,64 +25,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__
-from .errors import CorruptError
-from .filelist import FileRecord
-from .tarstream import ZERO_BLOCK, member_header, padding
-from .types import TransferType, format_sid
-
-FORMAT = "mbak"
-FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-TRAILER_NAME = "manifest-digests"
-TRAILER_LINE = 74  # "NNNNNN <64 hex> F\n"
-MAX_MANIFEST_BYTES = 16 << 20
-FLAG_OK = "-"
-FLAG_CHANGED = "C"
-
-
-def owner_prefix(sid: int, drive: str) -> str:
-    return f"owners/{format_sid(sid)}/{drive}"
-
-
-def stream_member(sid: int, drive: str, ttype: TransferType) -> str:
-    """Member name of a stream; file streams are a directory of members instead."""
-    base = owner_prefix(sid, drive)
-    if ttype in (TransferType.PASSIVE_BASE, TransferType.PASSIVE_INCREMENTAL):
-        return f"{base}/files"
-    return f"{base}/{ttype.slug}"
-
-
-@dataclass
-class StreamEntry:
-    """One stream in the manifest, with where it lies in this archive."""
-
-    index: int
-    sid: int
-    drive: str
-    ttype: TransferType
-    member: str
-    size: int = 0
-    entries: int = 0
-    content_bytes: int = 0
-    start: int = 0
-
-    @property
-    def end(self) -> int:
-        return self.start + self.size
-
-    def to_manifest(self) -> dict[str, object]:
-        return {
-            "index": self.index,
-            "sid": format_sid(self.sid),
-            "drive": self.drive,
-            "type": self.ttype.slug,
-            "member": self.member,
-            "size": self.size,
-            "entries": self.entries,
-            "content_bytes": self.content_bytes,
-        }
-
+from .. import __version__
+from ..errors import CorruptError
+from ..mbak.manifest import (
+    FLAG_CHANGED,
+    FLAG_OK,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    TRAILER_LINE,
+    TRAILER_NAME,
+    StreamEntry,
+    stream_member,
+)
+from ..mbak.snapshot import FileRecord
+from ..mbak.tar import ZERO_BLOCK, member_header, padding
+from ..types import TransferType
 
 # ---------------------------------------------------------------- segments
 
@@ -458,56 +416,3 @@ class PlanBuilder:
         segs.append(BytesSegment(ZERO_BLOCK * 2))
         plan = ArchivePlan(self.name, segs, self.streams, manifest)
         return plan
-
-
-def load_manifest(data: bytes) -> dict[str, object]:
-    """Parse and sanity-check a manifest from an untrusted archive."""
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise CorruptError("manifest too large")
-    try:
-        m = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise CorruptError(f"manifest is not valid JSON: {e}") from e
-    if not isinstance(m, dict) or m.get("format") != FORMAT:
-        raise CorruptError("not a backup archive manifest")
-    if m.get("format_version") != FORMAT_VERSION:
-        raise CorruptError(f"unsupported archive format version {m.get('format_version')!r}")
-    if m.get("mode") not in ("base", "incremental"):
-        raise CorruptError("manifest has no valid mode")
-    if not isinstance(m.get("streams"), list) or not isinstance(m.get("owners"), list):
-        raise CorruptError("manifest has no stream or owner list")
-    return m
-
-
-def parse_manifest_streams(m: dict[str, object]) -> list[StreamEntry]:
-    from .types import parse_sid
-
-    out = []
-    raw = m["streams"]
-    assert isinstance(raw, list)
-    slugs = {t.slug: t for t in TransferType}
-    for i, s in enumerate(raw):
-        try:
-            if not isinstance(s, dict) or s.get("index") != i:
-                raise ValueError("bad index")
-            ttype = slugs[str(s["type"])]
-            sid = parse_sid(str(s["sid"]))
-            drive = str(s["drive"])
-            if len(drive) != 1 or not drive.isalpha() or not drive.islower():
-                raise ValueError("bad drive")
-            e = StreamEntry(i, sid, drive, ttype, stream_member(sid, drive, ttype))
-            if s.get("member") != e.member:
-                raise ValueError("bad member name")
-            for k in ("size", "entries", "content_bytes"):
-                v = s.get(k)
-                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                    raise ValueError(f"bad {k}")
-            e.size, e.entries, e.content_bytes = (
-                int(s["size"]),
-                int(s["entries"]),
-                int(s["content_bytes"]),
-            )
-        except (KeyError, ValueError, Exception) as exc:
-            raise CorruptError(f"manifest stream {i} is invalid: {exc}") from exc
-        out.append(e)
-    return out

@@ -19,14 +19,27 @@ import os
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
-from .errors import CorruptError
-from .filelist import FileRecord
+from ..errors import CorruptError
 
 MAGIC = b"MBSNAP\x01\n"
 RECORD = struct.Struct("<HqQI")
 MAX_SNAPSHOT_BYTES = 1 << 30
+
+
+class FileRecord(NamedTuple):
+    """One passive entry; ``path`` is relative to the private directory, dirs end in '/'."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    mode: int
+
+    @property
+    def is_dir(self) -> bool:
+        return self.path.endswith("/")
+
 
 
 def _enc(path: str) -> bytes:
