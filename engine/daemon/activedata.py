@@ -12,13 +12,15 @@ and little-endian)::
 
 Every callback is guarded by the owner's watchdog (``callback_delay_time``); an
 owner that does not answer in time is marked Failed and told to terminate the
-multi-stage operation.
+multi-stage operation. An owner whose bytes are not valid frames loses its
+connection; the transfer it was serving fails as corrupt, naming the owner and
+what was wrong, so that a broken owner is told apart from one that went away.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 from construct import Flag, Int32ul, Struct
@@ -30,6 +32,7 @@ from ..errors import (
     TimedOutError,
 )
 from ..types import DataOwnerStatus, format_sid
+from ..wire.protocol import ProtocolError
 from ..wire.rpc import Connection, ConnectionLostError, Download, Upload
 
 log = logging.getLogger(__name__)
@@ -50,7 +53,6 @@ class ActiveSession:
     status: DataOwnerStatus = DataOwnerStatus.NOT_READY
     has_impl: bool = True
     timeout: float = 200.0
-    busy: trio.Lock = field(default_factory=trio.Lock)
 
     @property
     def alive(self) -> bool:
@@ -68,6 +70,19 @@ class ActiveSession:
         if self.status != DataOwnerStatus.READY:
             raise NotReadyError(f"owner {format_sid(self.sid)} is not ready")
 
+    def lost(self, during: str, e: ConnectionLostError) -> EngineError:
+        """Mark the owner Failed and say why its connection ended ``during`` something.
+
+        The connection's reader keeps the error that ended it: a protocol error
+        means the owner sent bytes that are not frames, which is corrupt data.
+        """
+        why = self.conn.error
+        if isinstance(why, ProtocolError):
+            self.fail(f"corrupt data {during}: {why}")
+            return CorruptError(f"corrupt data from owner {format_sid(self.sid)} {during}: {why}")
+        self.fail(f"connection lost {during}")
+        return e
+
     async def call(self, op: str, args: dict[str, object] | None = None) -> object:
         try:
             return await self.conn.call(op, args, timeout=self.timeout)
@@ -75,9 +90,8 @@ class ActiveSession:
             self.fail(f"no answer to {op} within {self.timeout:g} s")
             await self.terminate()
             raise TimedOutError(f"owner {format_sid(self.sid)} did not answer {op}") from None
-        except ConnectionLostError:
-            self.fail("connection lost")
-            raise
+        except ConnectionLostError as e:
+            raise self.lost(f"while it was answering {op}", e) from None
 
     async def terminate(self) -> None:
         """TerminateMultiStageOperation: best effort, never blocks long."""
@@ -95,9 +109,8 @@ class ActiveSession:
             self.fail(f"no data within {self.timeout:g} s")
             await d.cancel()
             raise TimedOutError(f"owner {format_sid(self.sid)} stopped sending data") from None
-        except ConnectionLostError:
-            self.fail("connection lost during a transfer")
-            raise
+        except ConnectionLostError as e:
+            raise self.lost("while it was sending data", e) from None
 
     async def send(self, u: Upload, data: bytes) -> None:
         try:
@@ -107,6 +120,8 @@ class ActiveSession:
             self.fail(f"did not take data within {self.timeout:g} s")
             await u.abort()
             raise TimedOutError(f"owner {format_sid(self.sid)} stopped taking data") from None
+        except ConnectionLostError as e:
+            raise self.lost("while it was taking data", e) from None
 
     async def finish(self, u: Upload) -> object:
         try:
@@ -114,6 +129,8 @@ class ActiveSession:
         except trio.TooSlowError:
             self.fail(f"did not confirm data within {self.timeout:g} s")
             raise TimedOutError(f"owner {format_sid(self.sid)} did not confirm") from None
+        except ConnectionLostError as e:
+            raise self.lost("while it was confirming data", e) from None
 
 
 class ActiveDataSource:

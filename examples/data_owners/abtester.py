@@ -5,8 +5,8 @@ instead (an increment); as a proxy it answers ``P``. Its snapshot is a constant.
 Every callback is appended to ``$ABTESTER_LOG/<SID>.log`` so tests can check the
 order the engine drove it in. ``$ABTESTER_FAULT_<SID>`` selects a fault:
 ``hang`` (stop answering during backup), ``crash`` (exit during backup),
-``garbage`` (write junk on the socket), ``fail`` (confirm ready with an error),
-``silent`` (never confirm ready).
+``garbage`` (confirm ready, then answer a backup data request with bytes that are
+not frames), ``fail`` (confirm ready with an error), ``silent`` (never confirm ready).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class ABTester(ActiveBackupDataClient):
         self.fill = b"B"
         self.restored: dict[str, bytearray] = {}
         self.current = bytearray()
+        self.wire: trio.abc.Stream | None = None
         logdir = os.environ.get("ABTESTER_LOG")
         self.log_path = Path(logdir) / f"{format_sid(sid)}.log" if logdir else None
 
@@ -61,6 +62,11 @@ class ABTester(ActiveBackupDataClient):
     async def initialise_get_backup_data(self, drive: str) -> None:
         if self.fault == "crash":
             os._exit(3)
+        if self.fault == "garbage" and self.wire is not None:
+            # Where the engine waits for the first data frame: bytes that are no frame.
+            self.log(f"garbage {drive}")
+            await self.wire.send_all(b"\xff" * 64)
+            await trio.sleep_forever()
         self.fill = b"I" if self.snapshot else b"B"
         self.left = SIZE
         self.log(f"init_backup {drive} {self.fill.decode()}")
@@ -112,10 +118,7 @@ async def main() -> None:
     owner = ABTester(sid, fault)
     owner.log("started")
     async with ActiveBackupClient.connect(owner, sid) as abc:
-        if fault == "garbage":
-            await abc.conn.stream.send_all(b"\xff" * 64)
-            await trio.sleep(5)
-            return
+        owner.wire = abc.conn.stream
         seen = False
         while not abc.closed:
             if not abc.mode.mode.is_normal:

@@ -6,8 +6,11 @@ import os
 import random
 from pathlib import Path
 
+import trio
+
+from engine.client import EngineClient
 from engine.daemon.config import EngineConfig
-from engine.types import format_sid
+from engine.types import DataOwnerStatus, format_sid
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "data_owners"
@@ -124,3 +127,17 @@ def env() -> dict[str, str]:
     e = dict(os.environ)
     e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
     return e
+
+
+async def wait_for_status(
+    client: EngineClient, sid: int, status: DataOwnerStatus, timeout: float = 15.0
+) -> None:
+    """Poll the engine until owner ``sid`` reports ``status``; fail after ``timeout`` s.
+
+    Owners are separate processes that confirm readiness in their own time, and
+    the engine publishes no event for it: polling with a deadline is the only
+    wait that neither hangs nor guesses.
+    """
+    with trio.fail_after(timeout):
+        while (await client.sid_status([sid]))[sid] != status:
+            await trio.sleep(0.05)
