@@ -2,9 +2,11 @@
 
 The responder and the gadget script read the same file, so a product is described
 once.  Only the ``[device]`` and ``[gadget]`` tables matter here; everything else
-belongs to the responder and is ignored.  Every key has a default, so an empty file
-gives a working development gadget (with the Linux Foundation's test IDs, which a
-product must replace).
+belongs to the responder and is ignored.  ``[device]`` is read by the responder's
+own parser (:mod:`mtp_responder.device_config`), so the USB descriptors and the MTP
+DeviceInfo carry the same strings, defaults included.  Every key has a default, so
+an empty file gives a working development gadget (with the Linux Foundation's test
+IDs, which a product must replace).
 """
 
 from __future__ import annotations
@@ -17,38 +19,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mtp_responder.device_config import ConfigError, DeviceConfig, parse_device
+
 DEFAULT_FFS_MOUNT = "/dev/ffs-mtp"
 DEFAULT_STATE_DIR = Path("/run/mtp-gadget")
-
-MAX_SPEEDS = ("full-speed", "high-speed", "super-speed", "super-speed-plus")
 
 _FUNCTION_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-_GADGET_KEYS = frozenset({
-    "name", "udc", "bcd_usb", "ffs_instance", "functionfs_mount", "configuration",
-    "max_power", "os_desc", "os_desc_vendor_code", "extra_functions",
-    "function_attributes", "responder_command", "responder_log", "ready_timeout",
-    "stop_timeout", "bind_timeout", "state_dir",
-})
-
-
-class ConfigError(ValueError):
-    """The config file cannot describe a gadget."""
-
-
-@dataclass(frozen=True)
-class DeviceSettings:
-    """USB device descriptor fields and the English strings."""
-
-    vendor_id: int = 0x1D6B
-    product_id: int = 0x0100
-    bcd_device: int = 0x0100
-    manufacturer: str = "Linux"
-    product: str = "MTP Responder"
-    serial: str = ""
-    max_speed: str = "super-speed"
+_GADGET_KEYS = frozenset(
+    {
+        "name",
+        "udc",
+        "bcd_usb",
+        "ffs_instance",
+        "functionfs_mount",
+        "configuration",
+        "max_power",
+        "os_desc",
+        "os_desc_vendor_code",
+        "extra_functions",
+        "function_attributes",
+        "responder_command",
+        "responder_log",
+        "ready_timeout",
+        "stop_timeout",
+        "bind_timeout",
+        "state_dir",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class GadgetSettings:
 class Settings:
     """Everything gadget_config reads, plus where it was read from."""
 
-    device: DeviceSettings
+    device: DeviceConfig
     gadget: GadgetSettings
     config_path: Path | None
 
@@ -147,52 +147,18 @@ def _str_list(table: Mapping[str, Any], key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def default_serial() -> str:
-    """The machine ID, the same default the responder reports in GetDeviceInfo.
-
-    The USB iSerialNumber and the MTP serial number must agree: Windows keys its
-    per-device caches on the USB serial and shows the MTP one.  Both stay stable
-    across boots because /etc/machine-id does.
-    """
-    for candidate in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
-        try:
-            machine_id = Path(candidate).read_text().strip()
-        except OSError:
-            continue
-        if machine_id:
-            return machine_id[:32]
-    return "0"
-
-
 def parse(data: Mapping[str, Any], config_path: Path | None = None) -> Settings:
     """Validate the ``[device]`` and ``[gadget]`` tables of a parsed config."""
-    dev = data.get("device", {})
     gad = data.get("gadget", {})
-    if not isinstance(dev, dict) or not isinstance(gad, dict):
-        raise ConfigError("[device] and [gadget] must be tables")
-
-    max_speed = _str(dev, "max_speed", DeviceSettings.max_speed)
-    if max_speed not in MAX_SPEEDS:
-        raise ConfigError(f"max_speed: one of {', '.join(MAX_SPEEDS)}, not {max_speed!r}")
-    device = DeviceSettings(
-        vendor_id=_int(dev, "vendor_id", DeviceSettings.vendor_id, 0, 0xFFFF),
-        product_id=_int(dev, "product_id", DeviceSettings.product_id, 0, 0xFFFF),
-        bcd_device=_int(dev, "bcd_device", DeviceSettings.bcd_device, 0, 0xFFFF),
-        manufacturer=_str(dev, "manufacturer", DeviceSettings.manufacturer),
-        product=_str(dev, "product", DeviceSettings.product),
-        serial=_str(dev, "serial", "") or default_serial(),
-        max_speed=max_speed,
-    )
-    for key in ("manufacturer", "product", "serial"):
-        if not getattr(device, key):
-            raise ConfigError(f"device.{key} must not be empty")
+    if not isinstance(gad, dict):
+        raise ConfigError("[gadget] must be a table")
+    device = parse_device(data.get("device", {}))
 
     unknown = sorted(set(gad) - _GADGET_KEYS)
     if unknown:
         raise ConfigError(
             f"gadget.{unknown[0]}: unknown key (known: {', '.join(sorted(_GADGET_KEYS))})"
         )
-    # [device] is shared: the responder validates its keys, this reads a subset.
     name = _str(gad, "name", GadgetSettings.name)
     instance = _str(gad, "ffs_instance", GadgetSettings.ffs_instance)
     for key, value in (("name", name), ("ffs_instance", instance)):

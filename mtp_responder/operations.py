@@ -244,7 +244,7 @@ class Operations:
                 "manufacturer": device.manufacturer,
                 "model": device.product,
                 "device_version": device.version or __version__,
-                "serial_number": device.serial or _machine_serial(),
+                "serial_number": device.serial,
             }
         )
         await tx.send(dataset)
@@ -857,14 +857,6 @@ def _is_rw(storage: Storage) -> bool:
     from .core.codes import AccessCapability
 
     return storage.describe().access == AccessCapability.READ_WRITE
-
-
-def _machine_serial() -> str:
-    try:
-        with open("/etc/machine-id") as f:
-            return f.read().strip()[:32] or "0"
-    except OSError:
-        return "0"
 
 
 _ = DataType  # re-exported for handlers' type checks

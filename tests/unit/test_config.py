@@ -7,7 +7,10 @@ from typing import Any
 
 import pytest
 
+from gadget_config.settings import parse as parse_gadget_settings
+from mtp_responder import device_config
 from mtp_responder.config import ConfigError, load_config, parse_config
+from mtp_responder.device_config import FALLBACK_SERIAL, SPEEDS, default_serial
 
 
 def error_for(data: dict[str, Any]) -> str:
@@ -32,6 +35,51 @@ def test_the_default_storage_is_the_home_directory() -> None:
 
 def test_an_empty_document_is_the_defaults() -> None:
     assert parse_config({}).device == load_config(None).device
+
+
+def test_the_serial_defaults_to_the_machine_id() -> None:
+    assert parse_config({}).device.serial == default_serial()
+    assert parse_config({"device": {"serial": ""}}).device.serial == default_serial()
+    assert parse_config({"device": {"serial": "SN1"}}).device.serial == "SN1"
+
+
+def test_the_machine_id_comes_from_systemd_then_dbus_then_a_fixed_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    systemd, dbus = tmp_path / "etc-machine-id", tmp_path / "dbus-machine-id"
+    monkeypatch.setattr(device_config, "MACHINE_ID_FILES", (systemd, dbus))
+    assert default_serial() == FALLBACK_SERIAL
+    dbus.write_text("d" * 32 + "\n")
+    assert default_serial() == "d" * 32
+    systemd.write_text("\n")  # present but empty, as on a freshly built image
+    assert default_serial() == "d" * 32
+    systemd.write_text("e" * 40 + "\n")
+    assert default_serial() == "e" * 32
+    assert parse_config({}).device.serial == "e" * 32
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        {},
+        {"serial": ""},
+        {"manufacturer": "Acme", "product": "Frame", "serial": "X1", "version": "2.3"},
+    ],
+    ids=["empty table", "empty serial", "every string set"],
+)
+def test_the_gadget_reads_the_device_table_as_the_responder_does(device: dict[str, Any]) -> None:
+    """USB descriptors and MTP DeviceInfo agree: Windows keys caches on one, shows the other."""
+    data = {"device": device}
+    responder, gadget = parse_config(data).device, parse_gadget_settings(data).device
+    for key in ("manufacturer", "product", "serial", "version"):
+        assert getattr(gadget, key) == getattr(responder, key), key
+    assert gadget == responder
+
+
+def test_the_gadget_and_the_responder_know_the_same_speeds() -> None:
+    for speed in SPEEDS:
+        assert parse_config({"device": {"max_speed": speed}}).device.max_speed == speed
+        assert parse_gadget_settings({"device": {"max_speed": speed}}).device.max_speed == speed
 
 
 def test_a_full_file_is_read(tmp_path: Path) -> None:
@@ -102,6 +150,10 @@ def test_a_string_with_nul_is_refused() -> None:
     assert message == "device.product: contains a NUL character"
 
 
+def test_an_empty_product_is_refused() -> None:
+    assert error_for({"device": {"product": ""}}) == "device.product: must not be empty"
+
+
 def test_an_unknown_speed_is_refused_with_the_choices() -> None:
     message = error_for({"device": {"max_speed": "warp"}})
     assert message.startswith("device.max_speed: must be one of")
@@ -139,9 +191,7 @@ def test_an_unknown_transport_key_is_named() -> None:
 
 
 def test_a_provider_table_of_the_wrong_type_is_named() -> None:
-    assert error_for({"providers": {"files": "yes"}}) == (
-        "providers.files: expected dict, got str"
-    )
+    assert error_for({"providers": {"files": "yes"}}) == ("providers.files: expected dict, got str")
 
 
 def test_disabling_every_provider_is_refused() -> None:
