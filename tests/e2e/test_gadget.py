@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from mtp_responder.device_config import default_serial
 from tests.e2e.guest import ffs_echo
 from tests.e2e.guest.support import (
     CONFIGFS_GADGETS,
@@ -25,6 +26,7 @@ from tests.e2e.guest.support import (
     Tools,
     echo_responder_command,
     functionfs_mount_points,
+    mtp_responder_command,
     pyusb_find,
     udc_speed,
 )
@@ -96,6 +98,38 @@ def test_gadget_enumerates_with_configured_descriptors(
     assert major == (3 if link_speed == "super-speed" else 2)
     packets = {int(m, 16) for m in re.findall(r"wMaxPacketSize\s+0x([0-9a-f]+)", out)}
     assert packets == {EXPECTED_PACKET[link_speed]}
+
+
+def test_usb_and_mtp_serial_numbers_agree_when_none_is_configured(  # type: ignore[no-untyped-def]
+    make_gadget, tools: Tools, guest_tmp: Path
+) -> None:
+    """Windows keys its per-device caches on the USB serial and shows the MTP one.
+
+    With ``serial`` unset, mtp-gadget (iSerialNumber) and the responder
+    (DeviceInfo SerialNumber) each fill in the default; they must fill in the same.
+    """
+    import usb.util
+
+    storage, state = guest_tmp / "storage", guest_tmp / "responder-state"
+    storage.mkdir()
+    state.mkdir()
+    gadget = make_gadget(
+        responder_command=mtp_responder_command(),
+        config={
+            "state_dir": str(state),
+            "providers": {"files": {"storages": [{"path": str(storage)}]}},
+        },
+        up=False,
+    )
+    del gadget.config["device"]["serial"]
+    gadget.up()
+    dev = _pyusb_device(gadget)
+    usb_serial = usb.util.get_string(dev, dev.iSerialNumber)
+    out = tools.run(["mtp-detect"], timeout=120, check=True).stdout
+    mtp_serial = re.search(r"^\s*Serial number: (.*?)\s*$", out, re.MULTILINE)
+    assert mtp_serial is not None, "mtp-detect printed no DeviceInfo serial number"
+    assert usb_serial == mtp_serial.group(1)
+    assert usb_serial == default_serial()
 
 
 @pytest.mark.superspeed
