@@ -12,7 +12,10 @@ import json
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
+
+from engine.daemon.config import EngineConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,3 +84,50 @@ def test_responder_without_functionfs_until_it_serves_a_gadget() -> None:
     )
     assert "mtp_responder" in loaded
     assert sorted(loaded & {"functionfs", "libaio"}) == []
+
+
+def unit_file(name: str) -> dict[str, list[str]]:
+    """A systemd unit's ``key=value`` lines, every value of a repeated key kept."""
+    keys: dict[str, list[str]] = {}
+    for line in (ROOT / "systemd" / name).read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            keys.setdefault(key.strip(), []).extend(value.split())
+    return keys
+
+
+def test_systemd_units_run_the_installed_commands() -> None:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        scripts = set(tomllib.load(f)["project"]["scripts"])
+    for unit in sorted(p.name for p in (ROOT / "systemd").glob("*.service")):
+        keys = unit_file(unit)
+        assert keys.get("WantedBy"), f"{unit}: not enabled by anything"
+        commands = [
+            word.lstrip("-").rpartition("/")[2]
+            for key, words in keys.items()
+            if key.startswith("Exec")
+            for word in words
+            if word.lstrip("-").startswith("/usr/local/bin/")
+        ]
+        assert commands, f"{unit}: runs none of the project's commands"
+        assert sorted(set(commands) - scripts) == [], unit
+
+
+def test_systemd_responder_starts_after_the_engine_and_the_gadget() -> None:
+    responder = unit_file("mtp-responder.service")
+    assert {"mtp-gadget.service", "backup-engine.service"} <= set(responder["After"])
+    assert "mtp-gadget.service" in responder["Requires"]
+    # The responder serves files without the engine: wanted, not required.
+    assert "backup-engine.service" in responder["Wants"]
+    assert "backup-engine.service" not in responder.get("Requires", [])
+
+
+def test_systemd_engine_unit_owns_the_engines_default_directories() -> None:
+    engine = unit_file("backup-engine.service")
+    assert engine["ExecStart"][-1] == "serve"
+    defaults = EngineConfig()
+    assert defaults.state_file is not None
+    run = Path("/run", *engine["RuntimeDirectory"])
+    assert run == defaults.socket_path.parent == defaults.state_file.parent
+    assert Path("/var/lib", *engine["StateDirectory"]) == defaults.drives["c"].parent
+    assert Path("/var/cache", *engine["CacheDirectory"]) == defaults.spool_dir.parent
