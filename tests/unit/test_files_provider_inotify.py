@@ -27,38 +27,54 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.storages: list[Any] = []
+        self._arrived = trio.Event()
+
+    def _record(self, storage: Any, *call: str) -> None:
+        if storage is not None:
+            self.storages.append(storage)
+        self.calls.append(call)
+        self._arrived.set()
+        self._arrived = trio.Event()
 
     def object_added(self, storage: Any, key: str) -> None:
-        self.storages.append(storage)
-        self.calls.append(("added", key))
+        self._record(storage, "added", key)
 
     def object_removed(self, storage: Any, key: str) -> None:
-        self.storages.append(storage)
-        self.calls.append(("removed", key))
+        self._record(storage, "removed", key)
 
     def object_changed(self, storage: Any, key: str) -> None:
-        self.storages.append(storage)
-        self.calls.append(("changed", key))
+        self._record(storage, "changed", key)
 
     def object_moved(self, storage: Any, old_key: str, new_key: str) -> None:
-        self.storages.append(storage)
-        self.calls.append(("moved", old_key, new_key))
+        self._record(storage, "moved", old_key, new_key)
 
     def storage_added(self, storage: Any) -> None:
-        self.calls.append(("storage_added",))
+        self._record(None, "storage_added")
 
     def storage_removed(self, storage: Any) -> None:
-        self.calls.append(("storage_removed",))
+        self._record(None, "storage_removed")
 
-    async def until(self, *expected: Call, timeout: float = 5.0) -> None:
+    async def until(self, *expected: Call, count: int = 1, timeout: float = 5.0) -> None:
+        """Wait until each expected notification arrived ``count`` times."""
         with trio.fail_after(timeout):
-            while not all(e in self.calls for e in expected):
-                await trio.sleep(0.01)
+            while not all(self.calls.count(e) >= count for e in expected):
+                await self._arrived.wait()
 
     async def settle(self) -> list[Call]:
-        """What arrived once the queue has had time to drain."""
-        await trio.sleep(watch_mod.MOVE_PAIR_WAIT * 4)
+        """What arrived once nothing can still be held back.
+
+        The watcher holds a move back until its pair arrives and a change
+        until the throttle interval has passed: listening longer than both
+        means a notification that was coming would be in the list.
+        """
+        await trio.sleep(watch_mod.CHANGE_INTERVAL + watch_mod.MOVE_PAIR_WAIT + 0.1)
         return self.calls
+
+
+@pytest.fixture(autouse=True)
+def short_hold_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shorter change throttle keeps each "nothing more arrives" check short."""
+    monkeypatch.setattr(watch_mod, "CHANGE_INTERVAL", 0.2)
 
 
 Start = Callable[..., Awaitable[tuple[FileStorage, Recorder]]]
@@ -121,13 +137,10 @@ async def test_changes_to_one_file_are_throttled_but_the_last_is_never_lost(
         burst = trio.current_time()
         for _ in range(50):
             f.write(b"x" * 100)
-    with trio.fail_after(5):
-        while rec.calls.count(changed) < 2:
-            await trio.sleep(0.01)
+    await rec.until(changed, count=2)
     # The burst is reported once, after the interval, not once per write.
     assert trio.current_time() - burst >= 0.2
-    await trio.sleep(0.4)
-    assert rec.calls.count(changed) == 2
+    assert (await rec.settle()).count(changed) == 2
 
 
 async def test_a_new_folder_is_watched_and_its_early_content_reported(
@@ -257,16 +270,15 @@ async def test_every_storage_of_a_provider_is_watched(
     assert rec.storages[rec.calls.index(("added", "y"))] is b
 
 
-async def test_a_lost_event_queue_reannounces_the_storage(tmp_path: Path) -> None:
+async def test_a_lost_event_queue_reannounces_the_storage(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
     # An overflow cannot be provoked cheaply; feed the event to the handler.
     rec = Recorder()
     provider = FilesProvider("files", {"storages": [{"path": str(tmp_path)}]}, rec)
     watcher = watch_mod.TreeWatcher(provider.storages()[0], rec)
-    watcher._inotify = watch_mod.Inotify()
-    try:
-        watcher.process([watch_mod.Event(-1, watch_mod.IN_Q_OVERFLOW, 0, "")])
-    finally:
-        watcher._inotify.close()
+    await nursery.start(watcher.run)
+    watcher.process([watch_mod.Event(-1, watch_mod.IN_Q_OVERFLOW, 0, "")])
     assert rec.calls == [("storage_removed",), ("storage_added",)]
 
 
@@ -292,15 +304,18 @@ async def test_a_failing_notification_does_not_stop_the_watcher(
 ) -> None:
     _, rec = await watched()
     record = rec.object_added
+    failed = trio.Event()
 
     def flaky(storage: Any, key: str) -> None:
         if key == "boom":
+            failed.set()
             raise RuntimeError("framework bug")
         record(storage, key)
 
     rec.object_added = flaky  # type: ignore[method-assign]
     (tmp_path / "boom").write_text("x")
-    await trio.sleep(0.05)
+    with trio.fail_after(5):
+        await failed.wait()
     (tmp_path / "after").write_text("x")
     await rec.until(("added", "after"))
     assert "framework bug" in caplog.text
