@@ -22,7 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from mtp_backup import cli as bt
+from mtp_backup.backup import pick as pick_produced
+from mtp_backup.chain import Chain
+from mtp_backup.cli import main
+from mtp_backup.device import open_device
+from mtp_backup.errors import EXIT_OK, EXIT_REFUSED
+from mtp_backup.verify import verify_archive
 from tests.e2e.backup_support import (
     DEVICE_NAME,
     LIBMTP_TIMEOUT,
@@ -143,7 +148,7 @@ def assert_state(got: State, want: State, what: str = "") -> None:
 
 def status_text() -> str:
     """Restore/status.txt, read over pyusb (one session, no libmtp listing)."""
-    with bt.open_device(None, USB_TIMEOUT) as dev:
+    with open_device(None, USB_TIMEOUT) as dev:
         return dev.status_text()
 
 
@@ -194,7 +199,7 @@ def test_full_backup_with_mtp_getfile_and_gphoto2_then_restore_onto_a_changed_de
     rig.engine.wait_mode("NORMAL")  # the session closed: the engine left backup mode
 
     def check(archive: Path, label: str) -> None:
-        assert bt.verify_archive(archive).manifest["kind"] == "full"
+        assert verify_archive(archive).manifest["kind"] == "full"
         root = extract(tools, archive, guest_tmp / f"x-{label}")
         files_root = passive_files_root(root)
         assert_state((tree_state(files_root), []), (passive_before, []), f"{label}, tar -x")
@@ -275,10 +280,10 @@ def test_incremental_then_base_and_increment_restore_onto_a_wiped_device(
     increment = pick(files, incremental_folder, ".mbak")
     inc = guest_tmp / "increment.mbak"
     getfile(tools, increment.item_id, inc)
-    with bt.open_device(None, USB_TIMEOUT) as dev:
+    with open_device(None, USB_TIMEOUT) as dev:
         # Tidy up as a user would (next sessions then prepare no increment).
         dev.delete(next(f.item_id for f in files if f.name == base_snapshot.name))
-    summary = bt.verify_archive(inc)
+    summary = verify_archive(inc)
     assert summary.manifest["mode"] == "incremental"
     assert summary.based_on is not None
     rig.engine.wait_mode("NORMAL")
@@ -304,9 +309,9 @@ def test_unplug_in_the_middle_of_a_backup_and_of_a_restore(
     before = rig.engine.state()
 
     # Backup: GetObject of the .mbak, cable pulled a third of the way in.
-    with bt.open_device(None, USB_TIMEOUT) as dev:
+    with open_device(None, USB_TIMEOUT) as dev:
         listing = dev.folder("Backup")
-        mbak = bt._pick(listing, ".mbak")
+        mbak = pick_produced(listing, ".mbak")
         unplug = Unplug(rig.udc_file, mbak.size // 3)
         with open(guest_tmp / "cut.mbak", "wb") as sink, pytest.raises(Exception):  # noqa: B017
             dev.mtp.get_object_to(mbak.handle, sink, unplug)
@@ -317,8 +322,8 @@ def test_unplug_in_the_middle_of_a_backup_and_of_a_restore(
 
     # A complete backup (the device works again), then a changed device.
     good = guest_tmp / "good.mbak"
-    with bt.open_device(None, USB_TIMEOUT) as dev:
-        dev.fetch(bt._pick(dev.folder("Backup"), ".mbak"), good)
+    with open_device(None, USB_TIMEOUT) as dev:
+        dev.fetch(pick_produced(dev.folder("Backup"), ".mbak"), good)
     rig.engine.wait_mode("NORMAL")
     new = rig.engine.state()
     change_passive(rig.engine.passive_dir)
@@ -327,7 +332,7 @@ def test_unplug_in_the_middle_of_a_backup_and_of_a_restore(
 
     # Restore: SendObject of the backup, cable pulled a third of the way in.
     size = good.stat().st_size
-    with bt.open_device(None, USB_TIMEOUT) as dev, open(good, "rb") as source:
+    with open_device(None, USB_TIMEOUT) as dev, open(good, "rb") as source:
         parent = dev.mtp.find(dev.storage_id, "Restore")
         unplug = Unplug(rig.udc_file, size // 3)
         with pytest.raises(Exception):  # noqa: B017
@@ -367,8 +372,8 @@ def test_hostile_restore_archives_are_refused_with_a_reason(
 ) -> None:
     rig = make_rig(active=False)
     good = guest_tmp / "good.mbak"
-    with bt.open_device(None, USB_TIMEOUT) as dev:
-        dev.fetch(bt._pick(dev.folder("Backup"), ".mbak"), good)
+    with open_device(None, USB_TIMEOUT) as dev:
+        dev.fetch(pick_produced(dev.folder("Backup"), ".mbak"), good)
     before = rig.engine.state()
     outside_before = outside_files(rig.engine.drive, rig.engine.passive_dir)
     escaped = guest_tmp / "escaped.txt"
@@ -404,7 +409,7 @@ def test_host_tool_backup_incremental_and_restore(
 
     devices = mtp_backup(tools, "devices", name="mtp-backup-devices")
     assert devices.returncode == 0 and "backup: yes" in devices.stdout, devices.describe()
-    with bt.open_device(None, USB_TIMEOUT) as dev:
+    with open_device(None, USB_TIMEOUT) as dev:
         assert dev.prop_list  # so restores below go through SendObjectPropList (64-bit size)
 
     full = mtp_backup(tools, "backup", out, name="mtp-backup-full")
@@ -419,11 +424,11 @@ def test_host_tool_backup_incremental_and_restore(
     assert inc.returncode == 0, inc.describe()
     owner = mtp_backup(tools, "backup", out, "--owner", f"{PASSIVE_SID:08X}", name="mtp-backup-own")
     assert owner.returncode == 0, owner.describe()
-    chain = bt.Chain.load(out)
+    chain = Chain.load(out)
     assert [e.mode for e in chain.current] == ["base", "incremental"]
     assert chain.current[1].based_on == chain.current[0].backup_id
     assert [e.sid for e in chain.owners] == [f"{PASSIVE_SID:08X}"]
-    assert bt.main(["verify", str(out)]) == bt.EXIT_OK
+    assert main(["verify", str(out)]) == EXIT_OK
     rig.engine.wait_mode("NORMAL")
 
     wipe(rig.engine.passive_dir)
@@ -437,7 +442,7 @@ def test_host_tool_backup_incremental_and_restore(
     cut = guest_tmp / "cut.mbak"
     cut.write_bytes((out / chain.current[0].archive).read_bytes()[:5000])
     refused = mtp_backup(tools, "restore", "--no-verify", cut, name="mtp-backup-refused")
-    assert refused.returncode == bt.EXIT_REFUSED, refused.describe()
+    assert refused.returncode == EXIT_REFUSED, refused.describe()
     assert "truncated" in refused.stderr and "REFUSED" in refused.stderr
     assert rig.engine.state() == latest
     rig.engine.wait_mode("NORMAL")
@@ -472,7 +477,7 @@ def test_backup_throughput_next_to_a_plain_file(
     assert sha256_file(guest_tmp / "plain.bin") == plain_digest
     got = (guest_tmp / "t.mbak").stat().st_size
     assert abs(got - size) < 1 << 16, (got, size)  # re-prepared: same data, same size
-    bt.verify_archive(guest_tmp / "t.mbak")
+    verify_archive(guest_tmp / "t.mbak")
 
     def rate(seconds: float) -> float:
         return size / max(seconds, 1e-3) / 1e6

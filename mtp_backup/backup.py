@@ -1,0 +1,161 @@
+"""Taking a backup into a directory: full, incremental, or of single data owners.
+
+The device prepares a backup when its ``Backup/`` folder is listed; this
+copies out what it made (``.mbak`` and ``.snapshot``), verified on the way in,
+and records it in the directory's ``chain.json``.  An increment is asked for by
+dropping the newest ``.snapshot`` into ``Incremental/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+from engine.errors import EngineError
+from engine.types import format_sid, parse_sid
+from mtp_responder.core.codes import ResponseCode
+
+from .chain import CHAIN_FILE, Chain, ChainEntry, unique_path
+from .device import BackupDevice, RemoteObject, open_device, response_name
+from .errors import EXIT_USAGE, ToolError
+from .verify import ArchiveSummary
+
+
+def take_backup(
+    directory: Path,
+    *,
+    incremental: bool,
+    owners: list[str],
+    selector: str | None,
+    timeout_s: float,
+) -> None:
+    """``mtp-backup backup``: everything checked that can be before USB is touched."""
+    directory.mkdir(parents=True, exist_ok=True)
+    chain = Chain.load(directory)
+    if incremental and owners:
+        raise ToolError("--incremental and --owner cannot be combined", EXIT_USAGE)
+    try:
+        sids = [parse_sid(s) for s in owners]
+    except EngineError as exc:
+        raise ToolError(exc.message, EXIT_USAGE) from exc
+    previous = chain.latest_snapshot() if incremental else None
+    with open_device(selector, timeout_s) as device:
+        if sids:
+            _backup_owners(device, directory, chain, sids)
+        elif previous is not None:
+            _backup_incremental(device, directory, chain, previous)
+        else:
+            _backup_full(device, directory, chain)
+
+
+def entry_for(summary: ArchiveSummary, path: Path, directory: Path) -> ChainEntry:
+    """The chain entry of a verified archive at ``path`` inside ``directory``."""
+    m = summary.manifest
+    sids = [o.get("sid") for o in m.get("owners") or [] if isinstance(o, dict)]
+    kind = str(m.get("kind", "full"))
+    return ChainEntry(
+        archive=str(path.relative_to(directory)),
+        snapshot=None,
+        backup_id=summary.backup_id,
+        based_on=summary.based_on,
+        mode=str(m.get("mode", "base")),
+        kind=kind,
+        created=str(m.get("created", "")),
+        size=summary.size,
+        sha256=summary.sha256,
+        sid=str(sids[0]) if kind == "owner" and sids else None,
+    )
+
+
+def pick(listing: dict[str, RemoteObject], suffix: str, exclude: str | None = None) -> RemoteObject:
+    """The object the device produced (read-only), not something a host dropped."""
+    found = [
+        o
+        for o in listing.values()
+        if o.name.endswith(suffix) and o.read_only and not o.is_folder and o.name != exclude
+    ]
+    if len(found) != 1:
+        names = ", ".join(sorted(listing)) or "nothing"
+        raise ToolError(f"expected one {suffix} from the device, the folder holds: {names}")
+    return found[0]
+
+
+def _fetch_pair(
+    device: BackupDevice,
+    directory: Path,
+    chain: Chain,
+    archive: RemoteObject,
+    snapshot: RemoteObject,
+) -> ChainEntry:
+    mbak_path = unique_path(directory, archive.name)
+    snap_path = unique_path(directory, snapshot.name)
+    summary = device.fetch(archive, mbak_path)
+    snap_summary = device.fetch(snapshot, snap_path)
+    if snap_summary.backup_id != summary.backup_id:
+        raise ToolError(f"{snapshot.name} does not belong to {archive.name}")
+    entry = entry_for(summary, mbak_path, directory)
+    entry.snapshot = str(snap_path.relative_to(directory))
+    for line in summary.describe()[1:]:
+        print(line)
+    chain.device = str(summary.manifest.get("device", chain.device))
+    chain.add(entry)
+    chain.save(directory)
+    return entry
+
+
+def _backup_full(device: BackupDevice, directory: Path, chain: Chain) -> None:
+    print("preparing a full backup (listing Backup/)...", flush=True)
+    listing = device.folder("Backup")
+    entry = _fetch_pair(
+        device, directory, chain, pick(listing, ".mbak"), pick(listing, ".snapshot")
+    )
+    print(f"base backup {entry.archive} saved; chain of {len(chain.current)} in {CHAIN_FILE}")
+
+
+def _backup_incremental(
+    device: BackupDevice, directory: Path, chain: Chain, previous: ChainEntry
+) -> None:
+    assert previous.snapshot is not None
+    snap = directory / previous.snapshot
+    # A name of our own: a snapshot left in Incremental/ by an earlier run must
+    # not clash with (or be mistaken for) this one.
+    sent_name = f"previous-{previous.backup_id[:12]}-{int(time.time())}.snapshot"
+    print(f"sending {previous.snapshot} into Incremental/ (the device prepares the increment)")
+    handle, code = device.send("Incremental", snap, sent_name)
+    if code != ResponseCode.OK:
+        raise ToolError(f"the device did not accept the snapshot: {response_name(code)}")
+    try:
+        listing = device.folder("Incremental")
+        _fetch_pair(
+            device,
+            directory,
+            chain,
+            pick(listing, ".mbak", sent_name),
+            pick(listing, ".snapshot", sent_name),
+        )
+    finally:
+        # Tidy up: also tells the device the incremental is done.
+        with contextlib.suppress(Exception):
+            device.delete(handle)
+    print(f"increment saved; chain of {len(chain.current)} in {CHAIN_FILE}")
+
+
+def _backup_owners(device: BackupDevice, directory: Path, chain: Chain, sids: list[int]) -> None:
+    print("preparing a backup (listing Backup/)...", flush=True)
+    device.folder("Backup")
+    listing = device.folder("Backup/owners")
+    target = directory / "owners"
+    target.mkdir(exist_ok=True)
+    for sid in sids:
+        suffix = f"-{format_sid(sid)}.mbak"
+        found = [o for o in listing.values() if o.name.upper().endswith(suffix.upper())]
+        if not found:
+            raise ToolError(
+                f"no data owner {format_sid(sid)} on the device "
+                f"(Backup/owners/ holds: {', '.join(sorted(listing)) or 'nothing'})"
+            )
+        path = unique_path(target, found[0].name)
+        summary = device.fetch(found[0], path)
+        chain.add(entry_for(summary, path, directory))
+        chain.save(directory)

@@ -1,0 +1,290 @@
+"""A session with a device's "Backup & Restore" storage over USB.
+
+Plain MTP through :class:`~mtp_backup.usb.UsbInitiator`: list a folder, copy
+an object out (verified on the way in), send a file in, read
+``Restore/status.txt``.  Exactly what a person would do in a file manager, so
+this works against any device running the responder.  pyusb is imported only
+when a device is opened, so ``verify`` runs without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mtp_responder.core.codes import (
+    ROOT,
+    ObjectFormat,
+    ObjectProp,
+    OperationCode,
+    ProtectionStatus,
+    ResponseCode,
+)
+
+from .errors import EXIT_FAILED, EXIT_OK, ToolError
+from .progress import Progress
+from .verify import ArchiveChecker, ArchiveSummary
+
+STORAGE_DESCRIPTION = "Backup & Restore"
+SIZE_IN_OBJECT_PROP = 0xFFFFFFFF
+"""ObjectInfo's 32-bit size saying "4 GiB or more: ask for ObjectSize (64-bit)"."""
+
+
+@dataclass
+class RemoteObject:
+    handle: int
+    name: str
+    size: int
+    read_only: bool
+    is_folder: bool
+
+
+class BackupDevice:
+    """A session with one device's Backup & Restore storage."""
+
+    def __init__(self, mtp: Any, storage_id: int, prop_list: bool = False) -> None:
+        self.mtp = mtp
+        self.storage_id = storage_id
+        self.prop_list = prop_list
+        """the device takes SendObjectPropList, which carries a 64-bit size"""
+
+    def folder(self, path: str) -> dict[str, RemoteObject]:
+        """The children of ``path`` ("" is the root) by name.
+
+        Listing ``Backup/`` is what makes the device prepare a backup, so this
+        is also the step that can take a while (active owners prepare data).
+        """
+        parent = ROOT
+        if path:
+            parent = self.mtp.find(self.storage_id, path)
+        out: dict[str, RemoteObject] = {}
+        for handle, info in self.mtp.children(self.storage_id, parent):
+            size = info.compressed_size
+            if size == SIZE_IN_OBJECT_PROP:
+                size = self.object_size(handle)
+            out[info.filename] = RemoteObject(
+                handle=handle,
+                name=info.filename,
+                size=size,
+                read_only=bool(info.protection_status & ProtectionStatus.READ_ONLY),
+                is_folder=info.object_format == ObjectFormat.ASSOCIATION,
+            )
+        return out
+
+    def object_size(self, handle: int) -> int:
+        """The 64-bit size, for objects of 4 GiB and more (ObjectInfo caps at 32 bits)."""
+        payload, _ = self.mtp.transaction(
+            OperationCode.GET_OBJECT_PROP_VALUE, handle, ObjectProp.OBJECT_SIZE
+        )
+        return int.from_bytes((payload or b"")[:8], "little")
+
+    def fetch(self, obj: RemoteObject, dest: Path) -> ArchiveSummary:
+        """GetObject into ``dest`` (via a ``.part`` file), verified on the way in.
+
+        Checking while the bytes arrive costs no second read of the file, and
+        a copy that would not restore never takes the archive's real name.
+        """
+        part = dest.with_name(dest.name + ".part")
+        checker = ArchiveChecker(dest)
+        with Progress(f"get {obj.name}", obj.size) as progress:
+            try:
+                with open(part, "wb") as f:
+                    sink = _TeeSink(f, checker)
+                    self.mtp.get_object_to(obj.handle, sink, progress.update)
+                if sink.size != obj.size:
+                    raise ToolError(
+                        f"{obj.name}: got {sink.size} bytes, the device announced {obj.size}"
+                    )
+                summary = checker.finish()
+            except BaseException:
+                part.unlink(missing_ok=True)
+                raise
+            os.replace(part, dest)
+            progress.finish(f"-> {dest}")
+        return summary
+
+    def send(self, folder: str, path: Path, name: str | None = None) -> tuple[int, int]:
+        """SendObjectInfo + SendObject; returns (handle, SendObject response code)."""
+        parent = self.mtp.find(self.storage_id, folder)
+        size = path.stat().st_size
+        if size >= SIZE_IN_OBJECT_PROP and not self.prop_list:
+            raise ToolError(f"{path}: the device cannot take files of 4 GiB and more")
+        send = self.mtp.send_object_prop_list_from if self.prop_list else self.mtp.send_object_from
+        with Progress(f"send {path.name}", size) as progress, open(path, "rb") as f:
+            handle, response = send(
+                self.storage_id, parent, name or path.name, f, size, progress.update
+            )
+            progress.finish(f"-> {folder}/")
+        return handle, int(response.code)
+
+    def status_text(self) -> str:
+        listing = self.folder("Restore")
+        status = listing.get("status.txt")
+        if status is None:
+            return "(the device has no Restore/status.txt)"
+        buf = _Buffer()
+        self.mtp.get_object_to(status.handle, buf)
+        return bytes(buf.data).decode("utf-8", "replace")
+
+    def delete(self, handle: int) -> None:
+        self.mtp.delete_object(handle)
+
+
+class _Buffer:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.data += data
+        return len(data)
+
+
+class _TeeSink:
+    """A file-like sink that also feeds the verifier and counts bytes."""
+
+    def __init__(self, f: Any, checker: ArchiveChecker | None) -> None:
+        self.f = f
+        self.checker = checker
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.f.write(data)
+        self.size += len(data)
+        if self.checker is not None:
+            self.checker.feed(data)
+        return len(data)
+
+
+def response_name(code: int) -> str:
+    try:
+        return ResponseCode(code).name
+    except ValueError:
+        return f"{code:#06x}"
+
+
+@contextlib.contextmanager
+def open_device(selector: str | None, timeout_s: float) -> Iterator[BackupDevice]:
+    """Claim the device, open a session, find the Backup & Restore storage.
+
+    Closing the session at the end is what returns the device to Normal mode
+    at once (it would also do so after its idle timeout).
+    """
+    candidates = _candidate_devices(selector)
+    problems: list[str] = []
+    for dev in candidates:
+        try:
+            mtp = _initiator(dev, timeout_s)
+        except Exception as exc:  # a device another program holds, or one that vanished
+            problems.append(f"{_usb_address(dev)}: {exc}")
+            continue
+        storage: int | None = None
+        try:
+            ops = set(mtp.device_info().operations_supported)
+            _open_session(mtp)
+            for sid in mtp.storage_ids():
+                if mtp.storage_info(sid).storage_description == STORAGE_DESCRIPTION:
+                    storage = sid
+                    break
+            if storage is None:
+                problems.append(f"{_usb_address(dev)}: no {STORAGE_DESCRIPTION!r} storage")
+                _close(mtp)
+                continue
+        except Exception as exc:
+            problems.append(f"{_usb_address(dev)}: {exc}")
+            _close(mtp)
+            continue
+        try:
+            prop_list = OperationCode.SEND_OBJECT_PROP_LIST in ops
+            yield BackupDevice(mtp, storage, prop_list=prop_list)
+        finally:
+            _close(mtp)
+        return
+    detail = "; ".join(problems) if problems else "no MTP device found"
+    raise ToolError(f"no device with a {STORAGE_DESCRIPTION!r} storage ({detail})")
+
+
+def list_devices(timeout_s: float) -> int:
+    """``mtp-backup devices``: every MTP device, its storages, whether it can back up."""
+    from .usb import find_mtp_devices
+
+    devices = find_mtp_devices()
+    if not devices:
+        print("no MTP device found")
+        return EXIT_FAILED
+    for dev in devices:
+        head = f"{_usb_address(dev)} {dev.idVendor:04x}:{dev.idProduct:04x}"
+        try:
+            mtp = _initiator(dev, timeout_s)
+        except Exception as exc:
+            print(f"{head} (cannot open: {exc})")
+            continue
+        try:
+            info = mtp.device_info()
+            _open_session(mtp)
+            storages = [mtp.storage_info(s).storage_description for s in mtp.storage_ids()]
+        except Exception as exc:
+            print(f"{head} (no answer: {exc})")
+            continue
+        finally:
+            _close(mtp)
+        flag = "backup: yes" if STORAGE_DESCRIPTION in storages else "backup: no"
+        print(f"{head} {info.manufacturer} {info.model} serial {info.serial_number} ({flag})")
+        for name in storages:
+            print(f"    storage: {name}")
+    return EXIT_OK
+
+
+def _initiator(dev: Any, timeout_s: float) -> Any:
+    from .usb import UsbInitiator
+
+    return UsbInitiator(dev, timeout_ms=int(timeout_s * 1000))
+
+
+def _open_session(mtp: Any) -> None:
+    from .usb import MTPError
+
+    try:
+        mtp.open_session(1)
+    except MTPError as exc:
+        if exc.code != ResponseCode.SESSION_ALREADY_OPEN:
+            raise
+        # Left open by an earlier run that died: start over with a clean session.
+        mtp.close_session()
+        mtp.open_session(1)
+
+
+def _close(mtp: Any) -> None:
+    with contextlib.suppress(Exception):
+        mtp.close_session()
+    with contextlib.suppress(Exception):
+        mtp.close()
+
+
+def _candidate_devices(selector: str | None) -> list[Any]:
+    from .usb import find_mtp_devices
+
+    devices = find_mtp_devices()
+    if selector is None:
+        return devices
+    picked = [d for d in devices if _matches(d, selector)]
+    if not picked:
+        raise ToolError(f"no MTP device matches {selector!r}")
+    return picked
+
+
+def _matches(dev: Any, selector: str) -> bool:
+    if selector == _usb_address(dev):
+        return True
+    with contextlib.suppress(Exception):
+        import usb.util
+
+        return bool(usb.util.get_string(dev, dev.iSerialNumber) == selector)
+    return False
+
+
+def _usb_address(dev: Any) -> str:
+    return f"{dev.bus:03d}:{dev.address:03d}"
