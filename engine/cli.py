@@ -11,11 +11,10 @@ import argparse
 import logging
 import os
 import sys
-import time
 from pathlib import Path
-from typing import TextIO
 
 import trio
+from tqdm import tqdm
 
 from .client import SyncEngineClient
 from .daemon.config import EngineConfig
@@ -23,41 +22,23 @@ from .errors import EngineError
 from .types import format_sid, parse_sid
 
 
-class ProgressBar:
-    """A one-line progress bar on stderr (only when it is a terminal, or forced)."""
+def _progress(args: argparse.Namespace, total: int, label: str) -> tqdm:
+    """The transfer bar of ``backup`` and ``restore``: tqdm on stderr, left on screen at the end.
 
-    def __init__(self, total: int, label: str, enabled: bool, out: TextIO = sys.stderr) -> None:
-        self.total = max(total, 1)
-        self.label = label
-        self.enabled = enabled
-        self.out = out
-        self.done = 0
-        self.start = time.monotonic()
-        self._last = 0.0
-
-    def __call__(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if self.enabled and (now - self._last > 0.1 or self.done >= self.total):
-            self._last = now
-            self.render()
-
-    def render(self) -> None:
-        frac = min(self.done / self.total, 1.0)
-        width = 30
-        fill = int(frac * width)
-        rate = self.done / max(time.monotonic() - self.start, 1e-6)
-        self.out.write(
-            f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] {frac * 100:5.1f}% "
-            f"{self.done / 2**20:8.1f}/{self.total / 2**20:.1f} MiB {rate / 2**20:6.1f} MiB/s"
-        )
-        self.out.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.render()
-            self.out.write("\n")
-            self.out.flush()
+    Shown when stderr is a terminal or ``--progress`` asks for it, never with
+    ``--quiet``: stdout carries the results, which scripts read.
+    """
+    return tqdm(
+        total=total,
+        desc=label,
+        file=sys.stderr,
+        disable=not _progress_enabled(args),
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1000,
+        mininterval=0.1,
+        dynamic_ncols=True,
+    )
 
 
 def _config(args: argparse.Namespace) -> EngineConfig:
@@ -120,11 +101,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
             snap = prep.archive("snapshot")
             for sid, why in prep.skipped:
                 print(f"warning: owner {format_sid(sid)} skipped ({why})", file=sys.stderr)
-            bar = ProgressBar(full.size, "backup ", _progress_enabled(args))
             tmp = out.with_name(out.name + ".part")
-            with open(tmp, "wb") as f:
-                n = c.read_archive_to(full.name, f, progress=bar)
-            bar.close()
+            with _progress(args, full.size, "backup") as bar, open(tmp, "wb") as f:
+                n = c.read_archive_to(full.name, f, progress=bar.update)
             if n != full.size:
                 raise EngineError(f"archive ended after {n} of {full.size} bytes")
             os.replace(tmp, out)
@@ -140,10 +119,12 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     src = Path(args.input)
     sids = [parse_sid(s) for s in args.owner] if args.owner else None
-    with SyncEngineClient(_config(args).socket_path) as c, open(src, "rb") as f:
-        bar = ProgressBar(src.stat().st_size, "restore", _progress_enabled(args))
-        res = c.restore_archive_from(f, sids, progress=bar)
-        bar.close()
+    with (
+        SyncEngineClient(_config(args).socket_path) as c,
+        open(src, "rb") as f,
+        _progress(args, src.stat().st_size, "restore") as bar,
+    ):
+        res = c.restore_archive_from(f, sids, progress=bar.update)
     for o in res.owners:
         state = "ok" if o.code == 0 else f"FAILED ({o.code}: {o.reason})"
         print(f"{format_sid(o.sid)}: {state}")
