@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import DeviceConfig
+from .device_config import DeviceConfig
 from .core.codes import DataType, DeviceProp, FormFlag, ResponseCode
 from .core.datasets import DatasetError, decode_value, encode_value
 from .provider import ProviderError
