@@ -1,8 +1,10 @@
-"""The 25 acceptance scenarios of section 9 of the reference, adapted to Linux.
+"""The 25 acceptance scenarios of engine/README.md, "Acceptance scenarios".
 
-Every test names the scenario it covers. The engine is a real process on a real
-Unix socket; active owners are the example programs, launched by the engine from
-their ``process_name``.
+Every test cites the scenario it covers as "engine/README.md, Scenario N"; the
+README states each one's setup, steps and expected outcome, and describes the
+test device built here. The engine is a real process on a real Unix socket;
+active owners are the example programs, launched by the engine from their
+``process_name``.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ from engine.types import (
 from .conftest import EngineProcess, start_engine, stop_engine
 from .helpers import make_config, private, register, write_file
 
-P1 = 0x0FA00001  # passive + public (PUBLIC_FILE_0010/0020)
-P2 = 0x0FA00002  # passive, needbackup.xml (BACKUP_RESTORE_0010/0020)
-P3 = 0x0FA00003  # base_backup_only, no directory (BACKUP_RESTORE_0070)
+P1 = 0x0FA00001  # passive + public
+P2 = 0x0FA00002  # passive, needbackup.xml
+P3 = 0x0FA00003  # base_backup_only, no directory
 P4 = 0x0FA00004  # delete_before_restore
 P5 = 0x0FA00005  # system_backup (package)
 A1, A2, A3 = 0x0AB7E57C, 0x0AB7E57E, 0x0AB7E58A  # active abtesters
@@ -176,7 +178,8 @@ def log_lines(logs: Path, sid: int) -> list[str]:
 async def test_s01_list_owners_flags_and_access_denied(
     device: tuple[EngineConfig, EngineProcess, Path],
 ) -> None:
-    """Scenario 1: one entry per registration, correct bits; AccessDenied in backup mode."""
+    """engine/README.md, Scenario 1: one entry per owner, correct flags; AccessDenied in
+    backup mode."""
     cfg, _, _ = device
     async with EngineClient.connect(sock(cfg)) as c:
         owners = {o.sid: o for o in await c.list_data_owners()}
@@ -201,7 +204,8 @@ async def test_s01_list_owners_flags_and_access_denied(
 
 
 async def test_s02_mode_matrix(device: tuple[EngineConfig, EngineProcess, Path]) -> None:
-    """Scenario 2: Normal/Backup/Restore transitions; illegal ones give Corrupt."""
+    """engine/README.md, Scenario 2: Normal/Backup/Restore transitions; illegal ones give
+    Corrupt."""
     cfg, _, _ = device
     async with EngineClient.connect(sock(cfg)) as c:
         await c.list_data_owners()
@@ -223,8 +227,9 @@ async def test_s02_mode_matrix(device: tuple[EngineConfig, EngineProcess, Path])
 async def test_s03_s04_s05_partial_passive_base_and_increment(
     device: tuple[EngineConfig, EngineProcess, Path],
 ) -> None:
-    """Scenarios 3, 4 and 5: partial base + snapshot, increment of a replaced file,
-    restore of base + increment, and an increment without its base is Corrupt."""
+    """engine/README.md, Scenario 3, Scenario 4 and Scenario 5: partial base + snapshot,
+    increment of a replaced file, restore of base + increment, and an increment
+    without its base is Corrupt."""
     cfg, _, _ = device
     pd = cfg.drives["c"] / "private" / format_sid(P2)
     async with EngineClient.connect(sock(cfg)) as c:
@@ -272,8 +277,8 @@ async def test_s03_s04_s05_partial_passive_base_and_increment(
 async def test_s06_full_backup_minus_excluded_and_incremental(
     device: tuple[EngineConfig, EngineProcess, Path], tmp_path: Path
 ) -> None:
-    """Scenario 6: full base and incremental backup/restore of all owners minus an
-    exclude list, through the high-level archive API."""
+    """engine/README.md, Scenario 6: full base and incremental backup/restore of all
+    owners minus an exclude list, through the high-level archive API."""
     cfg, _, logs = device
     async with EngineClient.connect(sock(cfg)) as c:
         everyone = [o.sid for o in await c.list_data_owners()]
@@ -312,7 +317,7 @@ async def test_s06_full_backup_minus_excluded_and_incremental(
 async def test_s07_unknown_sid_in_partial_list(
     device: tuple[EngineConfig, EngineProcess, Path],
 ) -> None:
-    """Scenario 7: an unknown SID in the partial selection gives NotFound."""
+    """engine/README.md, Scenario 7: an unknown SID in the partial list gives NotFound."""
     cfg, _, _ = device
     async with EngineClient.connect(sock(cfg)) as c:
         await c.list_data_owners()
@@ -323,7 +328,8 @@ async def test_s07_unknown_sid_in_partial_list(
 
 
 async def test_s08_bad_drive_lists(device: tuple[EngineConfig, EngineProcess, Path]) -> None:
-    """Scenario 8: a missing drive or garbage characters: NotFound, no crash."""
+    """engine/README.md, Scenario 8: a missing drive or garbage characters: NotFound, no
+    crash."""
     cfg, _, _ = device
     async with EngineClient.connect(sock(cfg)) as c:
         await c.list_data_owners()
@@ -341,7 +347,8 @@ async def test_s08_bad_drive_lists(device: tuple[EngineConfig, EngineProcess, Pa
 async def test_s09_no_files_in_scope_gives_empty_streams(
     device: tuple[EngineConfig, EngineProcess, Path],
 ) -> None:
-    """Scenario 9: base_backup_only with a missing directory: empty finished streams."""
+    """engine/README.md, Scenario 9: base_backup_only with a missing directory: empty
+    finished streams."""
     cfg, _, _ = device
     async with EngineClient.connect(sock(cfg)) as c:
         await c.list_data_owners()
@@ -354,8 +361,8 @@ async def test_s09_no_files_in_scope_gives_empty_streams(
 async def test_s10_malformed_registrations_tolerated(
     device: tuple[EngineConfig, EngineProcess, Path],
 ) -> None:
-    """Scenario 10: invalid proxy SIDs, dbms policies, attributes: owner still listed;
-    an unparsable file lists the owner with every flag off."""
+    """engine/README.md, Scenario 10: invalid proxy SIDs, dbms policies, attributes:
+    owner still listed; an unparsable file lists the owner with every flag off."""
     cfg, _, _ = device
     register(cfg, 0x0FA0000F, "<backup_registration><passive_backup>")  # not XML
     async with EngineClient.connect(sock(cfg)) as c:
@@ -368,9 +375,9 @@ async def test_s10_malformed_registrations_tolerated(
 async def test_s11_s21_s23_readonly_restore_and_private_file(
     device: tuple[EngineConfig, EngineProcess, Path],
 ) -> None:
-    """Scenarios 11, 21, 23: a read-only file is overwritten and keeps its mode;
-    private_file1.dat comes back with size 68841; empty dirs survive; NoBackup and
-    registration files never travel."""
+    """engine/README.md, Scenario 11, Scenario 21 and Scenario 23: a read-only file is
+    overwritten and keeps its mode; private_file1.dat comes back with size 68841;
+    empty dirs survive; NoBackup and registration files never travel."""
     cfg, _, _ = device
     pd = cfg.drives["c"] / "private" / format_sid(P1)
     os.chmod(pd / "private_file1.dat", 0o444)
@@ -399,9 +406,10 @@ async def test_s11_s21_s23_readonly_restore_and_private_file(
 async def test_s12_s13_active_base_incremental_and_restore(
     device: tuple[EngineConfig, EngineProcess, Path],
 ) -> None:
-    """Scenarios 12 and 13: launched owners go NotConnected -> NotReady -> Ready; base
-    is 8000 'B' in <= 4096-byte sections; with a snapshot the increment is 'I';
-    restore calls base then increment initialisers, RestoreComplete at Normal."""
+    """engine/README.md, Scenario 12 and Scenario 13: launched owners go NotConnected ->
+    NotReady -> Ready; base is 8000 'B' in <= 4096-byte sections; with a snapshot the
+    increment is 'I'; restore calls base then increment initialisers, RestoreComplete
+    at Normal."""
     cfg, _, logs = device
     async with EngineClient.connect(sock(cfg)) as c:
         await c.list_data_owners()
@@ -450,8 +458,9 @@ async def test_s12_s13_active_base_incremental_and_restore(
 
 
 async def test_s14_proxy_framing(device: tuple[EngineConfig, EngineProcess, Path]) -> None:
-    """Scenario 14: a self-named proxy is ignored (count 0); a real proxy gives count 1
-    and a framed 'P' block; on restore the proxy gets exactly those bytes."""
+    """engine/README.md, Scenario 14: a self-named proxy is ignored (count 0); a real
+    proxy gives count 1 and a framed 'P' block; on restore the proxy gets exactly
+    those bytes."""
     cfg, _, logs = device
     async with EngineClient.connect(sock(cfg)) as c:
         await c.list_data_owners()
@@ -478,9 +487,9 @@ async def test_s14_proxy_framing(device: tuple[EngineConfig, EngineProcess, Path
 async def test_s15_s16_proxy_only_and_unlaunchable_owner(
     device: tuple[EngineConfig, EngineProcess, Path],
 ) -> None:
-    """Scenarios 15 and 16: an owner naming only the (absent) Central Repository gets
-    NotFound instead of hanging; an owner whose process cannot start is skipped and
-    the rest of the backup completes."""
+    """engine/README.md, Scenario 15 and Scenario 16: an owner naming only the (absent)
+    Central Repository gets NotFound instead of hanging; an owner whose process
+    cannot start is skipped and the rest of the backup completes."""
     cfg, _, _ = device
     async with EngineClient.connect(sock(cfg)) as c:
         await c.list_data_owners()
@@ -497,7 +506,7 @@ async def test_s15_s16_proxy_only_and_unlaunchable_owner(
 
 
 async def test_s17_protocol_guards(device: tuple[EngineConfig, EngineProcess, Path]) -> None:
-    """Scenario 17: sequencing violations give Corrupt."""
+    """engine/README.md, Scenario 17: sequencing violations give Corrupt."""
     cfg, _, _ = device
     async with EngineClient.connect(sock(cfg)) as c:
         await c.list_data_owners()
@@ -518,8 +527,8 @@ async def test_s17_protocol_guards(device: tuple[EngineConfig, EngineProcess, Pa
 
 
 async def test_s18_interleaving_guard(device: tuple[EngineConfig, EngineProcess, Path]) -> None:
-    """Scenario 18: a second transfer on the same owner before the first is finished
-    gives NotReady, and the first can still complete."""
+    """engine/README.md, Scenario 18: a second transfer on the same owner before the
+    first is finished gives NotReady, and the first can still complete."""
     cfg, _, _ = device
     async with EngineClient.connect(sock(cfg)) as c:
         await c.list_data_owners()
@@ -534,8 +543,8 @@ async def test_s18_interleaving_guard(device: tuple[EngineConfig, EngineProcess,
 
 
 async def test_s19_s20_public_lists(device: tuple[EngineConfig, EngineProcess, Path]) -> None:
-    """Scenarios 19 and 20: exact public list (excludes, private and relative paths
-    never appear); the paged list equals the unpaged one."""
+    """engine/README.md, Scenario 19 and Scenario 20: exact public list (excludes,
+    private and relative paths never appear); the paged list equals the unpaged one."""
     cfg, _, _ = device
     pub = cfg.drives["c"] / "public" / "0FA00001"
     async with EngineClient.connect(sock(cfg)) as c:
@@ -566,7 +575,8 @@ async def test_s19_s20_public_lists(device: tuple[EngineConfig, EngineProcess, P
 async def test_s22_sync_and_async_streams_identical(
     device: tuple[EngineConfig, EngineProcess, Path],
 ) -> None:
-    """Scenario 22: the sync wrapper and the async API give byte-identical streams."""
+    """engine/README.md, Scenario 22: the sync wrapper and the async API give
+    byte-identical streams."""
     cfg, _, _ = device
 
     def sync_side() -> bytes:
@@ -590,8 +600,9 @@ async def test_s22_sync_and_async_streams_identical(
 
 
 async def test_s24_delete_before_restore(device: tuple[EngineConfig, EngineProcess, Path]) -> None:
-    """Scenario 24: delete_before_restore wipes the private directory but keeps the
-    registration files; files deleted before the snapshot are not resurrected."""
+    """engine/README.md, Scenario 24: delete_before_restore wipes the private directory
+    but keeps the registration files; files deleted before the snapshot are not
+    resurrected."""
     cfg, _, _ = device
     pd = cfg.drives["c"] / "private" / format_sid(P4)
     async with EngineClient.connect(sock(cfg)) as c:
@@ -616,8 +627,8 @@ async def test_s24_delete_before_restore(device: tuple[EngineConfig, EngineProce
 async def test_s25_system_backup_not_supported(
     device: tuple[EngineConfig, EngineProcess, Path],
 ) -> None:
-    """Scenario 25: package (system_backup) data is left out with a clear NotSupported;
-    the owner is still listed with HasSystemFiles."""
+    """engine/README.md, Scenario 25: package (system_backup) data is left out with a
+    clear NotSupported; the owner is still listed with HasSystemFiles."""
     cfg, _, _ = device
     async with EngineClient.connect(sock(cfg)) as c:
         owners = {o.sid: o for o in await c.list_data_owners()}
