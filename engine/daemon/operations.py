@@ -1,8 +1,9 @@
 """High-level operations for backup servers: prepare a backup, read it, restore one.
 
-These drive the same engine state machine as the low-level calls (mode changes,
-owner readiness, snapshots, callbacks), so data owners see exactly what the
-reference sequencing promises them.
+These drive the same engine parts as the low-level calls (mode changes, owner
+readiness, snapshots, callbacks, the owners' transfer order), so data owners see
+exactly the sequence the low-level calls would give them (see engine/README.md,
+Sequencing rules, and engine/README.md, Restore).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ from .archive import ArchivePlan, PlanBuilder, PlanCursor, Segment
 from .core import Engine
 from .owners import DataOwner
 from .restore import PassiveStage, Scope
+from .sequencing import Event, requested
+from .spool import new_spool_dir
 from .streams import SnapshotCollector
 
 log = logging.getLogger(__name__)
@@ -96,7 +99,7 @@ async def _spool_active(engine: Engine, src: ActiveDataSource, path: Path) -> in
 
 async def load_previous(engine: Engine, receive: Receive) -> SnapshotCollector | None:
     """Read a previous ``.snapshot`` (or ``.mbak``) upload; None if it was empty."""
-    spool = engine.spool_dir("prev-")
+    spool = new_spool_dir(engine.config.spool_dir, "prev-")
     col = SnapshotCollector(spool)
     ingest = ArchiveIngest(col)
     got = False
@@ -124,12 +127,11 @@ async def prepare_backup(
     """Enter backup mode and plan the archives; the engine stays in backup mode."""
     if not engine.mode.mode.is_normal:
         raise AccessDeniedError(f"a backup needs Normal mode, engine is in {engine.mode.mode.name}")
-    await engine.list_data_owners()
-    assert engine.owners is not None
+    await engine.registry.list_data_owners()
     partial = sids is not None
     if partial:
         assert sids is not None
-        engine.set_partial_sids(sids)
+        engine.registry.set_partial_sids(sids)
     inc = BackupIncType.INCREMENT if previous is not None else BackupIncType.BASE
     mode = BURMode.BACKUP_PARTIAL if partial else BURMode.BACKUP_FULL
     await engine.set_bur_mode(drives or [], mode, inc)
@@ -146,16 +148,19 @@ async def prepare_backup(
 async def _prepare(
     engine: Engine, previous: SnapshotCollector | None, partial: bool
 ) -> PreparedBackup:
-    assert engine.owners is not None
+    registry = engine.registry
+    assert registry.owners is not None
     owners = [
-        o for o in engine.owners.values() if engine.in_scope(o) and not o.registration.is_proxy_only
+        o
+        for o in registry.owners.values()
+        if registry.in_scope(o) and not o.registration.is_proxy_only
     ]
     active = [o.sid for o in owners if o.is_active]
-    await engine.wait_ready(active)
+    await registry.wait_ready(active)
     prev_files = previous.files if previous else {}
     backup_id = uuid.uuid4().hex
     now = time.time_ns()
-    spool = engine.spool_dir("backup-")
+    spool = new_spool_dir(engine.config.spool_dir, "backup-")
     skipped: list[tuple[int, str]] = []
     incremental = previous is not None
     try:
@@ -166,16 +171,18 @@ async def _prepare(
                 continue
             for d in _drives(engine, o):
                 p = prev_files.get((o.sid, d, TransferType.ACTIVE_SNAPSHOT))
-                if p is None or engine.status_of(o.sid) != DataOwnerStatus.READY:
+                if p is None or registry.status_of(o.sid) != DataOwnerStatus.READY:
                     continue
                 data = p.read_bytes()
-                await engine.supply_data(o.sid, d, TransferType.ACTIVE_SNAPSHOT, data, True)
-        await engine.all_snapshots_supplied()
+                await engine.transfers.supply_data(
+                    o.sid, d, TransferType.ACTIVE_SNAPSHOT, data, True
+                )
+        await engine.transfers.all_snapshots_supplied()
         builders = {"full": PlanBuilder("full", now)}
         per_owner: dict[int, PlanBuilder] = {}
         owner_meta = []
         for o in owners:
-            st = engine.status_of(o.sid)
+            st = registry.status_of(o.sid)
             if o.is_active and st not in (DataOwnerStatus.READY, DataOwnerStatus.READY_NO_IMPL):
                 skipped.append((o.sid, f"status {st.name}"))
                 if not o.is_passive:
@@ -295,20 +302,21 @@ async def _plan_owner_drive(
             b.add_files(pd, data_recs)
             b.end_stream()
     if o.is_active and status == DataOwnerStatus.READY:
-        snap_supplied = "a.snap_sup" in engine.rt(o.sid).f(d)
-        ttype = TransferType.ACTIVE_INCREMENTAL if snap_supplied else TransferType.ACTIVE_BASE
+        registry = engine.registry
+        seq = engine.transfers.sequence(o.sid)
+        # An increment if the previous snapshot was supplied, else base data.
+        incremental = seq.allows(d, Event.ACTIVE_INCREMENTAL_REQUESTED)
+        ttype = TransferType.ACTIVE_INCREMENTAL if incremental else TransferType.ACTIVE_BASE
         data_path = spool / f"{tag}-active-data"
-        src = ActiveDataSource(o.sid, d, engine._own_session(o), engine._proxies(o))
-        engine.rt(o.sid).f(d).add(
-            "a.base_req" if ttype == TransferType.ACTIVE_BASE else "a.inc_req"
-        )
+        src = ActiveDataSource(o.sid, d, registry.own_session(o), registry.proxies(o))
+        seq.advance(d, requested(ttype))
         try:
             await _spool_active(engine, src, data_path)
         finally:
             await src.aclose()
         asnap: Path | None = None
         if o.supports_active_incremental and o.has_own_active_data:
-            own = engine._own_session(o)
+            own = registry.own_session(o)
             if own is not None:
                 asnap = spool / f"{tag}-active-snapshot"
                 ssrc = ActiveDataSource(o.sid, d, own, [], snapshot=True)
@@ -366,7 +374,7 @@ class RestoreHandler:
         self.incremental = manifest.get("mode") == "incremental"
         if manifest.get("kind") == "snapshot":
             raise CorruptError("a .snapshot file holds no data to restore")
-        owners = self.engine.owners or {}
+        owners = self.engine.registry.owners or {}
         in_archive = {e.sid for e in streams}
         wanted = in_archive if self.sids is None else in_archive & set(self.sids)
         if self.sids is not None:
@@ -398,8 +406,9 @@ class RestoreHandler:
     def _stage_for(self, sid: int, d: str) -> PassiveStage:
         st = self.stages.get((sid, d))
         if st is None:
-            assert self.engine.owners is not None
-            o = self.engine.owners[sid]
+            owners = self.engine.registry.owners
+            assert owners is not None
+            o = owners[sid]
             reg = o.registration
             st = PassiveStage(
                 o.private_dir(self.engine.config, d),
@@ -465,8 +474,8 @@ async def restore_archive(
         raise AccessDeniedError(
             f"a restore needs Normal mode, engine is in {engine.mode.mode.name}"
         )
-    engine.rescan()
-    spool = engine.spool_dir("restore-")
+    engine.modes.rediscover()
+    spool = new_spool_dir(engine.config.spool_dir, "restore-")
     handler = RestoreHandler(engine, spool, sids)
     ingest = ArchiveIngest(handler)
     entered = False
@@ -518,19 +527,19 @@ async def restore_archive(
 async def _enter_restore(engine: Engine, handler: RestoreHandler, sids: list[int] | None) -> None:
     drives = sorted({e.drive for e in handler.streams if e.sid in handler.selected})
     inc = BackupIncType.INCREMENT if handler.incremental else BackupIncType.BASE
-    owners = engine.owners
+    registry = engine.registry
     if sids is not None:
-        engine.partial_sids = list(sids)
+        registry.set_partial_sids(sids)
         mode = BURMode.RESTORE_PARTIAL
     else:
         mode = BURMode.RESTORE_FULL
     await engine.set_bur_mode(drives, mode, inc)
-    engine.owners = owners
-    engine.launch_owners(sorted(s for s in handler.selected if engine.owner(s).is_active))
+    engine.launcher.launch(sorted(s for s in handler.selected if registry.owner(s).is_active))
 
 
 async def _commit(engine: Engine, handler: RestoreHandler, result: RestoreResult) -> None:
     """Swap in passive data owner by owner, then feed active owners their data."""
+    registry = engine.registry
     first_error: EngineError | None = None
     done: set[int] = set()
     for (sid, _d), stage in sorted(handler.stages.items()):
@@ -544,7 +553,7 @@ async def _commit(engine: Engine, handler: RestoreHandler, result: RestoreResult
             done.add(sid)
     actives = sorted({k[0] for k in handler.active_files})
     if actives:
-        await engine.wait_ready(actives)
+        await registry.wait_ready(actives)
     order = [
         TransferType.ACTIVE_SNAPSHOT,
         TransferType.ACTIVE_BASE,
@@ -553,12 +562,12 @@ async def _commit(engine: Engine, handler: RestoreHandler, result: RestoreResult
     for sid in actives:
         if sid in done:
             continue
-        o = engine.owner(sid)
+        o = registry.owner(sid)
         try:
-            st = engine.status_of(sid)
+            st = registry.status_of(sid)
             if st not in (DataOwnerStatus.READY, DataOwnerStatus.READY_NO_IMPL):
                 raise NotFoundError(f"active owner {format_sid(sid)} is {st.name}")
-            engine.rt(sid).f("*").add("restored")
+            engine.transfers.sequence(sid).note_active_restore()
             for d in sorted({k[1] for k in handler.active_files if k[0] == sid}):
                 for tt in order:
                     p = handler.active_files.get((sid, d, tt))
@@ -569,8 +578,8 @@ async def _commit(engine: Engine, handler: RestoreHandler, result: RestoreResult
                     sink = ActiveDataSink(
                         sid,
                         d,
-                        engine._own_session(o),
-                        [] if tt == TransferType.ACTIVE_SNAPSHOT else engine._proxies(o),
+                        registry.own_session(o),
+                        [] if tt == TransferType.ACTIVE_SNAPSHOT else registry.proxies(o),
                         tt == TransferType.ACTIVE_INCREMENTAL,
                         engine.config.section_size,
                         snapshot=tt == TransferType.ACTIVE_SNAPSHOT,

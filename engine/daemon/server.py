@@ -22,6 +22,7 @@ from ..errors import (
     ArgumentError,
     InUseError,
     NotFoundError,
+    NotSupportedError,
 )
 from ..types import BackupIncType, BURMode, ModeInfo, TransferType, format_sid
 from ..wire.rpc import Connection, IncomingRequest
@@ -84,8 +85,6 @@ def _ttype(args: dict[str, object]) -> TransferType:
     try:
         return TransferType(_int(args, "type"))
     except ValueError as e:
-        from ..errors import NotSupportedError
-
         raise NotSupportedError(f"unknown transfer type {args.get('type')!r}") from e
 
 
@@ -93,7 +92,7 @@ class EngineServer:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.engine = Engine(config)
-        self.engine.listeners.append(self._broadcast)
+        self.engine.modes.listeners.append(self._broadcast)
         self.peers: set[Peer] = set()
         self.client: Peer | None = None
         self.prepared: PreparedBackup | None = None
@@ -131,7 +130,7 @@ class EngineServer:
         os.chmod(path, self.config.socket_mode)
         sock.listen(64)
         listener = trio.SocketListener(sock)
-        self.engine._write_state_file()
+        self.engine.modes.write_state_file()
         log.info("backup engine listening on %s", path)
         try:
             async with trio.open_nursery() as nursery:
@@ -147,14 +146,14 @@ class EngineServer:
                     path.unlink()
                 except OSError:
                     pass
-                self.engine.stop_launched()
+                self.engine.launcher.stop_all()
 
     async def _idle_watch(self) -> None:
         """A device never stays in backup/restore mode with nobody driving it."""
         self.last_activity = trio.current_time()
         while True:
             await trio.sleep(min(1.0, self.config.idle_timeout / 4))
-            self.engine.reap()
+            self.engine.launcher.reap()
             if self.engine.mode.mode.is_normal:
                 self.last_activity = trio.current_time()
                 continue
@@ -166,7 +165,7 @@ class EngineServer:
                 )
                 async with self.engine.lock:
                     self._release_prepared()
-                    await self.engine.client_gone()
+                    await self.engine.modes.client_gone()
                 self.last_activity = trio.current_time()
 
     async def _handle(self, stream: trio.SocketStream) -> None:
@@ -202,12 +201,12 @@ class EngineServer:
 
     async def _gone(self, peer: Peer) -> None:
         if peer.session is not None:
-            self.engine.detach_session(peer.session)
+            self.engine.launcher.session_closed(peer.session)
         if peer is self.client:
             self.client = None
             async with self.engine.lock:
                 self._release_prepared()
-                await self.engine.client_gone()
+                await self.engine.modes.client_gone()
 
     def _release_prepared(self) -> None:
         if self.prepared is not None:
@@ -261,7 +260,7 @@ class EngineServer:
             sid = _int(req.args, "sid")
             self._check_owner_identity(peer, sid)
             sess = ActiveSession(sid, peer.conn, peer.pid, timeout=self.config.callback_timeout)
-            self.engine.attach_session(sess)
+            self.engine.registry.attach_session(sess)
             peer.sid = sid
             peer.session = sess
         elif role != "observer":
@@ -275,8 +274,7 @@ class EngineServer:
             raise ArgumentError("bad SID")
         if peer.uid == 0:
             return
-        launched = self.engine.launched.get(sid)
-        if launched is not None and launched.pid == peer.pid:
+        if self.engine.launcher.is_launched(sid, peer.pid):
             return
         for d in self.config.drives:
             proot = self.config.private_root(d)
@@ -297,20 +295,21 @@ class EngineServer:
         assert peer.session is not None and peer.sid is not None
         a = req.args
         if req.op == "confirm_ready":
-            self.engine.confirm_ready(
+            self.engine.registry.confirm_ready(
                 peer.session, _int(a, "error", 0), bool(a.get("has_impl", True))
             )
         elif req.op == "does_partial_affect_me":
-            await req.respond(self.engine.does_partial_affect(peer.sid))
+            await req.respond(self.engine.registry.does_partial_affect(peer.sid))
         else:
             raise AccessDeniedError(f"{req.op} is not an owner operation")
 
     async def _client_op(self, peer: Peer, req: IncomingRequest) -> None:
         e = self.engine
+        registry, transfers, public = e.registry, e.transfers, e.public
         a = req.args
         op = req.op
         if op == "list_data_owners":
-            await req.respond([i.to_wire() for i in await e.list_data_owners()])
+            await req.respond([i.to_wire() for i in await registry.list_data_owners()])
         elif op == "set_bur_mode":
             mode = BURMode(_int(a, "mode"))
             inc = BackupIncType(_int(a, "inc", 0))
@@ -318,14 +317,14 @@ class EngineServer:
                 self._release_prepared()
             await e.set_bur_mode(_strs(a, "drives"), mode, inc)
         elif op == "set_partial_sids":
-            e.set_partial_sids(_ints(a, "sids"))
+            registry.set_partial_sids(_ints(a, "sids"))
         elif op == "sid_status":
-            await req.respond([[s, int(st)] for s, st in e.sid_status(_ints(a, "sids"))])
+            await req.respond([[s, int(st)] for s, st in registry.sid_status(_ints(a, "sids"))])
         elif op == "public_file_list":
-            ents = e.public_file_list(_str(a, "drive"), _int(a, "sid"))
+            ents = public.public_file_list(_str(a, "drive"), _int(a, "sid"))
             await req.respond([x.to_wire() for x in ents])
         elif op == "public_file_list_page":
-            ents, fin, cur = e.public_file_list_page(
+            ents, fin, cur = public.public_file_list_page(
                 _str(a, "drive"), _int(a, "sid"), _int(a, "cursor", 0), _int(a, "max_size", 65536)
             )
             await req.respond(
@@ -333,18 +332,18 @@ class EngineServer:
             )
         elif op == "raw_public_file_list":
             await req.respond(
-                [[i, p] for i, p in e.raw_public_file_list(_str(a, "drive"), _int(a, "sid"))]
+                [[i, p] for i, p in public.raw_public_file_list(_str(a, "drive"), _int(a, "sid"))]
             )
         elif op == "expected_data_size":
             await req.respond(
-                await e.expected_data_size(_int(a, "sid"), _str(a, "drive"), _ttype(a))
+                await transfers.expected_data_size(_int(a, "sid"), _str(a, "drive"), _ttype(a))
             )
         elif op == "all_snapshots_supplied":
-            await e.all_snapshots_supplied()
+            await transfers.all_snapshots_supplied()
         elif op == "all_system_files_restored":
-            e.all_system_files_restored()
+            e.modes.all_system_files_restored()
         elif op == "request_data":
-            data, fin = await e.request_data(
+            data, fin = await transfers.request_data(
                 _int(a, "sid"), _str(a, "drive"), _ttype(a), _int(a, "max_bytes", 0) or None
             )
             await req.send_data(data)
@@ -353,9 +352,9 @@ class EngineServer:
             sid, drive, tt = _int(a, "sid"), _str(a, "drive"), _ttype(a)
             fin = bool(a.get("finished", False))
             while (chunk := await req.receive_data()) is not None:
-                await e.supply_data(sid, drive, tt, chunk, False)
+                await transfers.supply_data(sid, drive, tt, chunk, False)
                 self.last_activity = trio.current_time()
-            await e.supply_data(sid, drive, tt, b"", fin)
+            await transfers.supply_data(sid, drive, tt, b"", fin)
         elif op == "prepare_backup":
             if self.prepared is not None:
                 raise InUseError("a prepared backup is still open; set Normal mode first")
