@@ -1,4 +1,4 @@
-"""Client library of the engine (the CSBEClient role), async with a sync wrapper.
+"""Client library of the engine (the backup server role), async with a sync wrapper.
 
 Backup servers — the MTP Backup & Restore data provider, the ``backup-engine`` CLI,
 any other tool — use this module only; it speaks the socket protocol of
@@ -6,8 +6,9 @@ any other tool — use this module only; it speaks the socket protocol of
 
 Two levels:
 
-* the reference's calls (list owners, BUR mode, SID status, public lists, request /
-  supply data per (owner, drive, transfer type), ...), and
+* one call per client operation of the socket protocol (list owners, BUR mode,
+  SID status, public lists, request / supply data per (owner, drive, transfer
+  type), ...; engine/README.md, Wire protocol), and
 * high-level calls for serving archives: :meth:`EngineClient.prepare_backup`
   (exact sizes up front), :meth:`EngineClient.read_archive` (any byte range),
   :meth:`EngineClient.restore_archive` (staged, verified, atomic per owner).
@@ -166,7 +167,7 @@ class EngineClient:
     async def _call(self, op: str, **args: object) -> Any:
         return await self.conn.call(op, args)
 
-    # ------------------------------------------------------------ reference calls
+    # ------------------------------------------------------------ client operations
     async def list_data_owners(self) -> list[DataOwnerInfo]:
         """Rescan registrations (Normal mode only) and list the owners."""
         res = await self._call("list_data_owners")
@@ -226,7 +227,7 @@ class EngineClient:
     async def request_data_chunk(
         self, sid: int, drive: str, ttype: TransferType, max_bytes: int | None = None
     ) -> tuple[bytes, bool]:
-        """One chunk of a stream and whether it was the last (RequestDataL)."""
+        """One chunk of a stream and whether it was the last (engine/README.md, Transfer types)."""
         d = await self.conn.download(
             "request_data",
             {"sid": sid, "drive": drive, "type": int(ttype), "max_bytes": max_bytes or 0},
@@ -252,7 +253,7 @@ class EngineClient:
     async def supply_data_chunk(
         self, sid: int, drive: str, ttype: TransferType, data: bytes, finished: bool
     ) -> None:
-        """Feed one chunk (SupplyDataL); ``finished`` on the last chunk of the stream."""
+        """Feed one chunk; ``finished`` on the last chunk of the stream."""
         up = await self.conn.upload(
             "supply_data", {"sid": sid, "drive": drive, "type": int(ttype), "finished": finished}
         )

@@ -1,8 +1,9 @@
-"""Engine errors: one exception hierarchy that keeps the reference's numeric codes.
+"""Engine errors: one exception hierarchy, each class with a fixed numeric code.
 
-Clients on the other side of the socket only ever see ``(code, message)``; keeping
-the numbers of the original engine lets a backup server map them onto whatever its
-own protocol reports (MTP response codes, exit statuses) with one table.
+Clients on the other side of the socket only ever see ``(code, message)``; the
+codes are fixed (engine/README.md, Wire protocol), so a backup server maps them
+onto whatever its own protocol reports (MTP response codes, exit statuses) with
+one table.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ prepares, and calls :meth:`ActiveBackupClient.confirm_ready`. The engine then
 drives it through the callbacks; each must answer within the owner's
 ``callback_delay_time`` or the engine marks it Failed.
 
-Sections are at most ``section_size`` bytes (4096 by default, as the reference's
-IPC message size); ``finished``/``last`` means the whole stream is done.
+Sections are at most ``section_size`` bytes (4096 by default); ``finished``/``last``
+means the whole stream is done (engine/README.md, Active owners).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ SECTION = 4096
 
 
 class ActiveBackupDataClient(ABC):
-    """The callbacks (MActiveBackupDataClient), async flavour."""
+    """The callbacks an active owner implements, async flavour."""
 
     async def all_snapshots_supplied(self) -> None:
         """No more snapshots are coming; an owner that got none does a base backup."""
@@ -188,7 +188,7 @@ def _check_section(v: object, max_size: int) -> tuple[bytes, bool]:
 
 
 class ActiveBackupClient:
-    """An owner's session with the engine (CActiveBackupClient)."""
+    """An owner's session with the engine (engine/README.md, Active owners)."""
 
     def __init__(
         self,

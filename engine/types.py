@@ -1,8 +1,8 @@
 """Value types shared by the engine, its socket protocol and its clients.
 
-The names follow the reference engine's roles (BUR mode, transfer types, data owner
-status, settings flags) so that readers of the design notes can map them, but they
-are plain Python enums and dataclasses rather than flattened buffers.
+Modes, transfer types, data owner statuses and settings flags keep the numeric
+values the socket protocol carries (engine/README.md), as plain Python enums and
+dataclasses.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ DRIVE_LETTERS = string.ascii_lowercase
 
 
 class BURMode(IntEnum):
-    """Backup/restore part type (TBURPartType)."""
+    """Backup/restore part type (engine/README.md, Modes)."""
 
     UNSET = 0
     NORMAL = 1
@@ -45,7 +45,7 @@ class BURMode(IntEnum):
 
 
 class BackupIncType(IntEnum):
-    """Base or incremental (TBackupIncType); published together with the mode."""
+    """Base or incremental; published together with the mode (engine/README.md, Modes)."""
 
     NO_BACKUP = 0
     BASE = 0x100
@@ -53,7 +53,7 @@ class BackupIncType(IntEnum):
 
 
 class TransferType(IntEnum):
-    """The kind of stream of one (owner, drive) (TTransferDataType)."""
+    """The kind of stream of one (owner, drive) (engine/README.md, Transfer types)."""
 
     REGISTRATION = 0
     PASSIVE_SNAPSHOT = 1
@@ -174,7 +174,10 @@ def normalise_drives(drives: Iterable[str]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class DataOwnerInfo:
-    """What ``list_data_owners`` reports for one owner (CDataOwnerInfo)."""
+    """What ``list_data_owners`` reports for one owner.
+
+    See engine/README.md, Drives and data owners (settings flags).
+    """
 
     sid: int
     name: str
@@ -211,7 +214,7 @@ class DataOwnerInfo:
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One public file (CSBEFileEntry): absolute Linux path plus its metadata."""
+    """One public file: absolute Linux path plus its metadata (engine/README.md, Passive data)."""
 
     path: str
     size: int
@@ -245,7 +248,7 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class ModeInfo:
-    """The published BUR state (the P&S value of the reference, plus the drives)."""
+    """The published BUR state: mode, increment type, drives (engine/README.md, Modes)."""
 
     mode: BURMode = BURMode.NORMAL
     inc: BackupIncType = BackupIncType.NO_BACKUP

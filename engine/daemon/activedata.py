@@ -1,8 +1,8 @@
 """Engine side of active data owners: callback sessions, watchdog, proxy framing.
 
 An active owner's data stream for one drive is framed so that proxy managers'
-data for this owner travels inside it (section 5.4 of the reference, simplified
-and little-endian)::
+data for this owner travels inside it (engine/README.md, Transfer types; all
+little-endian)::
 
     u32 proxy count (must equal the registration's proxy list)
     per proxy, in registration order, blocks of:
@@ -94,7 +94,7 @@ class ActiveSession:
             raise self.lost(f"while it was answering {op}", e) from None
 
     async def terminate(self) -> None:
-        """TerminateMultiStageOperation: best effort, never blocks long."""
+        """Tell the owner its transfer was aborted: best effort, never blocks long."""
         if self.alive:
             with trio.move_on_after(2):
                 try:

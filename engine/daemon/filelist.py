@@ -1,4 +1,4 @@
-"""Passive and public file lists (section 6.1), computed from ``stat`` only.
+"""Passive and public file lists (engine/README.md, Passive data), from ``stat`` only.
 
 The lists drive everything that follows: base/incremental selection, snapshots,
 and the exact archive size. They are built without reading any file content, so a
@@ -25,10 +25,10 @@ PUBLIC_EXCLUDED_TOP = ("private", "sys", "system", "resource")
 class ExcludeSet:
     """Explicit excludes: each covers the path itself and everything below it.
 
-    The original compared directory names without their trailing separator, so a
-    directory exclude never pruned anything; here ``exclude name="\\nobackup\\"``
-    prunes that directory, with or without the trailing separator. Patterns may use
-    shell wildcards (``*``, ``?``, ``[...]``), matched case-sensitively as Linux is.
+    ``exclude name="\\nobackup\\"`` prunes that directory, with or without the
+    trailing separator, so that an exclude written for a directory always keeps its
+    contents out. Patterns may use shell wildcards (``*``, ``?``, ``[...]``), matched
+    case-sensitively as Linux is.
     """
 
     def __init__(self, patterns: Iterable[str]) -> None:
@@ -76,7 +76,7 @@ def passive_file_list(
 ) -> list[FileRecord]:
     """All in-scope files and empty directories below ``private_dir``, sorted by path.
 
-    Missing include paths are skipped silently (as in the original); symlinks and
+    Missing include paths are skipped silently (apps name optional files); symlinks and
     special files are left out because a restore would refuse them anyway.
     """
     if not private_dir.is_dir():
@@ -135,8 +135,8 @@ def _walk(
                 out[crel] = FileRecord(crel, st.st_size, st.st_mtime_ns, stat.S_IMODE(m))
             added += 1
         elif stat.S_ISDIR(m):
-            # Every directory is listed (not only empty ones as in the original) so
-            # that restore reproduces directory modes and mtimes as well.
+            # Every directory is listed (not only empty ones) so that restore
+            # reproduces directory modes and mtimes as well.
             key = crel + "/"
             out[key] = FileRecord(key, 0, st.st_mtime_ns, stat.S_IMODE(m))
             added += 1 + _walk(e.path, crel, out, excluded)

@@ -1,9 +1,10 @@
-"""Parsing of ``backup_registration*.xml`` files (section 4 of the reference).
+"""Parsing of ``backup_registration*.xml`` files (engine/README.md, Drives and data owners).
 
 Registration files are written by app developers and are often sloppy, so the
-parser is tolerant in the same places the original was: unknown elements and
-attributes, bad SIDs and foreign paths are ignored and logged, never fatal. XML
-is parsed with defusedxml because the files come from any installed app.
+parser is tolerant: unknown elements and attributes, bad SIDs and foreign paths
+are ignored and logged, never fatal; only a file that is not a registration at
+all turns the owner's options off. XML is parsed with defusedxml because the
+files come from any installed app.
 """
 
 from __future__ import annotations

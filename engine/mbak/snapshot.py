@@ -115,10 +115,10 @@ class Snapshot:
     def changed(self, records: Iterable[FileRecord]) -> list[FileRecord]:
         """Entries new since the snapshot or whose mtime, size or mode differ.
 
-        The original took only files whose mtime is strictly newer; a file put back
-        from an older copy has an older mtime and would be missed, so any difference
-        counts here.  A chmod leaves mtime alone, and base + increments must give
-        the latest state, modes included.
+        Not only files whose mtime is newer: a file put back from an older copy has
+        an older mtime and would be missed, so any difference counts.  A chmod
+        leaves mtime alone, and base + increments must give the latest state, modes
+        included (engine/README.md, Passive data).
         """
         get = self.entries.get
         out = []

@@ -2,7 +2,7 @@
 
 Both ends can issue requests: backup clients call the engine, the engine calls its
 active data owners back on their own connection. Requests are handled one at a
-time per connection (the reference's "all calls are mutually exclusive"); data
+time per connection (engine/README.md, Wire protocol), so calls never overlap; data
 streams ride in DATA frames tagged with the request id, with back-pressure from
 bounded channels and the socket itself.
 """

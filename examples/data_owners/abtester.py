@@ -1,4 +1,4 @@
-"""The reference's test data owner: fixed payloads, logged callbacks, optional faults.
+"""The engine's test data owner: fixed payloads, logged callbacks, optional faults.
 
 Base data is 8000 bytes of ``B``; when a snapshot was received it answers ``I``
 instead (an increment); as a proxy it answers ``P``. Its snapshot is a constant.
