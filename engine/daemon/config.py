@@ -1,4 +1,4 @@
-"""Engine configuration (the role of ``sbeconfig.xml``), read from a TOML file.
+"""Engine configuration, read from a TOML file.
 
 Defaults apply to anything missing so that a device with no config still gets a
 working engine; a malformed file is an error at start-up rather than a silent
