@@ -11,23 +11,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import trio
 
 from .core.codes import ContainerType, EventCode, OperationCode, ResponseCode, try_enum
-from .core.container import build_params_container, data_header
-from .core.protocol import (
-    NEED_DATA,
-    BadContainer,
-    Command,
-    Connection,
-    DataChunk,
-    DataEnd,
-    DataStart,
-    Event,
-)
-from .operations import Operations, Response
+from .core.connection import PAUSED, Paused, ResponderConnection
+from .core.container import build_params_container
+from .core.events import BadContainer, Command, DataChunk, DataEnd, DataStart, Event, Response
+from .core.protocol import NeedData
+from .core.transaction import Phase, RemoteProtocolError
+from .operations import Operations
 from .provider import ProviderError
 from .transport.base import (
     CancelRequest,
@@ -36,6 +29,7 @@ from .transport.base import (
     Disconnected,
     LinkLost,
     Transport,
+    TransportError,
 )
 
 log = logging.getLogger(__name__)
@@ -43,18 +37,15 @@ log = logging.getLogger(__name__)
 MAX_DATASET = 16 * 1024 * 1024
 """Largest dataset (not object) we accept from the host, against memory abuse."""
 
-
-class _Abort(Exception):
-    """The transaction cannot continue on the wire (host skipped a phase)."""
-
-
-@dataclass
-class _Pending:
-    event: Event
+_PAD_STEP = 1 << 20
 
 
 class Transaction:
-    """One operation's view of the wire: its data phase and nothing else."""
+    """One operation's view of the wire: its data phase and nothing else.
+
+    Where the data phase stands is the connection's transaction state; this
+    object only moves bytes.
+    """
 
     def __init__(self, server: Server, command: Command) -> None:
         self._server = server
@@ -63,10 +54,8 @@ class Transaction:
         self.transaction_id = command.transaction_id
         self.params = command.params + (0,) * (5 - len(command.params))
         self.nparams = len(command.params)
-        self.data_in_done = False
-        self.data_sent = False
         self.incomplete = False
-        self.data_in_started = False
+        """Set when the host's data phase ended before its announced length."""
 
     # -- host to device -------------------------------------------------------
 
@@ -76,36 +65,31 @@ class Transaction:
         ``self.incomplete`` is set when the transfer ended early.
         """
         server = self._server
-        if self.data_in_done:
-            return
-        if not self.data_in_started:  # else resume a phase a caller left (drain)
+        phase = server.conn.phase
+        if phase is Phase.COMMAND:
             event = await server.next_event()
-            if not isinstance(event, DataStart):
-                self.data_in_done = True
-                if isinstance(event, BadContainer) and event.transaction_id == self.transaction_id:
-                    # This transaction's data container was broken: answer it once.
-                    raise ProviderError(ResponseCode(event.response), event.reason)
-                server.push_back(event)
+            if event is PAUSED:
+                # The host moved on to another container; it is held for later.
                 raise ProviderError(ResponseCode.INVALID_DATASET, "expected a data phase")
-            self.data_in_started = True
+            if isinstance(event, BadContainer):
+                # This transaction's data container was broken: answer it once.
+                raise ProviderError(ResponseCode(event.response), event.reason)
+            assert isinstance(event, DataStart)
             if event.transaction_id != self.transaction_id:
                 await self.drain()
                 raise ProviderError(
                     ResponseCode.INVALID_TRANSACTION_ID,
                     f"data phase for transaction {event.transaction_id}",
                 )
+        elif phase is not Phase.DATA_OUT:  # else resume a phase a caller left (drain)
+            return
         while True:
             event = await server.next_event()
             if isinstance(event, DataChunk):
                 yield event.data
-            elif isinstance(event, DataEnd):
-                self.data_in_done = True
+            else:
+                assert isinstance(event, DataEnd), event
                 self.incomplete = not event.complete
-                return
-            else:  # a new container inside a data phase: the framing broke
-                server.push_back(event)
-                self.data_in_done = True
-                self.incomplete = True
                 return
 
     async def receive(self, limit: int = MAX_DATASET) -> bytes:
@@ -126,34 +110,31 @@ class Transaction:
 
     async def drain(self) -> None:
         """Consume and drop the rest of the host's data phase."""
-        if self.data_in_done:
-            return
         async for _ in self.data_chunks():
             pass
 
     # -- device to host -------------------------------------------------------
 
     async def send(self, payload: bytes) -> None:
-        transport = self._server.transport
-        self.data_sent = True
-        await transport.write(
-            data_header(self.code, self.transaction_id, len(payload)) + payload,
-            end_of_transfer=True,
-        )
+        conn = self._server.conn
+        header = conn.send(DataStart(self.code, self.transaction_id, len(payload)))
+        body = conn.send(DataChunk(payload)) if payload else b""
+        conn.send(DataEnd())
+        await self._server.transport.write(header + body, end_of_transfer=True)
 
     async def send_stream(self, length: int, chunks: AsyncIterator[bytes]) -> int:
         """Send ``length`` bytes from ``chunks``; return how many were real.
 
         The data phase length is promised in the header, so a source that
-        falls short is padded (and the caller answers with an error) and
-        one that runs long is cut.
+        falls short (or fails) is padded, and the caller answers with an
+        error; one that runs long is cut.
         """
-        transport = self._server.transport
-        self.data_sent = True
-        header = data_header(self.code, self.transaction_id, length)
+        conn = self._server.conn
+        write = self._server.transport.write
+        pending: bytes = conn.send(DataStart(self.code, self.transaction_id, length))
         remaining = length
         real = 0
-        pending: bytes | memoryview = header
+        failure: Exception | None = None
         try:
             async for chunk in chunks:
                 if remaining <= 0:
@@ -162,55 +143,70 @@ class Transaction:
                     chunk = chunk[:remaining]
                 remaining -= len(chunk)
                 real += len(chunk)
+                data = conn.send(DataChunk(chunk))
                 if pending:
-                    chunk = bytes(pending) + bytes(chunk)
-                    pending = b""
-                await transport.write(chunk, end_of_transfer=remaining == 0)
+                    data, pending = pending + data, b""
+                await write(data, end_of_transfer=remaining == 0)
+        except TransportError:
+            raise
+        except Exception as exc:  # the source failed; the caller answers it
+            failure = exc
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 with trio.CancelScope(shield=True):
                     await aclose()
         if remaining > 0 or pending:
-            filler = bytes(pending)
-            while remaining > 0:
-                step = min(remaining, 1 << 20)
-                remaining -= step
-                await transport.write(filler + bytes(step), end_of_transfer=remaining == 0)
-                filler = b""
-            if filler:
-                await transport.write(filler, end_of_transfer=True)
+            await self._pad(pending, remaining)
+        conn.send(DataEnd())
+        if failure is not None:
+            raise failure
         return real
+
+    async def _pad(self, pending: bytes, remaining: int) -> None:
+        """Finish a data phase whose source fell short with zero bytes.
+
+        Also when the source failed: the response that reports the failure
+        must not land inside the data phase the header promised.
+        """
+        conn = self._server.conn
+        write = self._server.transport.write
+        filler = pending
+        while remaining > 0:
+            step = min(remaining, _PAD_STEP)
+            remaining -= step
+            data = filler + conn.send(DataChunk(bytes(step)))
+            await write(data, end_of_transfer=remaining == 0)
+            filler = b""
+        if filler:
+            await write(filler, end_of_transfer=True)
 
 
 class Server:
-    """Runs the responder on one transport until cancelled."""
+    """Runs the responder on one transport until cancelled.
+
+    An I/O pump: bytes from the transport go into a
+    :class:`~.core.connection.ResponderConnection`, its events are
+    dispatched, and what the operations send goes through it back out.
+    """
 
     def __init__(self, operations: Operations, transport: Transport) -> None:
         self.ops = operations
         self.transport = transport
-        self.conn = Connection()
-        self._pushed: list[Event] = []
+        self.conn = ResponderConnection()
         self._scope: trio.CancelScope | None = None
         self._reset_after: bool = False
         self._link_changed = trio.Event()
-        self._last_answered: int | None = None
 
     # -- events from the wire -----------------------------------------------
 
-    async def next_event(self) -> Event:
-        if self._pushed:
-            return self._pushed.pop()
+    async def next_event(self) -> Event | Paused:
         while True:
             event = self.conn.next_event()
-            if event is not NEED_DATA:
-                assert isinstance(event, Event)
+            if not isinstance(event, NeedData):
                 return event
             chunk = await self.transport.read()
             self.conn.receive_data(chunk.data, chunk.end_of_transfer)
-
-    def push_back(self, event: Event) -> None:
-        self._pushed.append(event)
 
     # -- main loop -------------------------------------------------------------
 
@@ -228,11 +224,12 @@ class Server:
                     await self._transaction(event)
                 elif isinstance(event, BadContainer):
                     log.warning("bad container: %s", event.reason)
-                    if event.transaction_id is not None and event.code is not None:
-                        await self._respond(event.code, event.transaction_id, event.response, ())
+                    if self.conn.state.response_due:
+                        await self._respond(event.response, ())
                 elif isinstance(event, DataStart):
                     await self._stray_data(event)
-                # Stray DataChunk/DataEnd cannot occur outside a DataStart.
+            except RemoteProtocolError as exc:  # no framing produces these; drop it
+                log.warning("host broke the protocol: %s", exc)
             except Disconnected:
                 await self._link_lost()
                 while not self.transport.connected:
@@ -244,19 +241,13 @@ class Server:
         with trio.CancelScope() as scope:  # a host Cancel ends the wait for its end
             self._scope = scope
             try:
-                while True:
-                    event = await self.next_event()
-                    if isinstance(event, DataEnd):
-                        break
-                    if not isinstance(event, DataChunk):
-                        self.push_back(event)
-                        break
+                while self.conn.phase is Phase.STRAY_DATA:
+                    await self.next_event()
             finally:
                 self._scope = None
-            if start.transaction_id != self._last_answered:
+            if self.conn.state.response_due:
                 # Else it trails a command that took no data: one answer per transaction.
-                code = ResponseCode.GENERAL_ERROR
-                await self._respond(start.code, start.transaction_id, code, ())
+                await self._respond(ResponseCode.GENERAL_ERROR, ())
         if scope.cancelled_caught:
             await self._after_cancel()
 
@@ -264,35 +255,28 @@ class Server:
         tx = Transaction(self, command)
         name = try_enum(OperationCode, command.code)
         log.debug("-> %s tid=%d params=%s", name, command.transaction_id, command.params)
-        response: Response | None = None
         with trio.CancelScope() as scope:
             self._scope = scope
             try:
-                response = await self.ops.dispatch(tx)
-            except _Abort:
-                response = None
+                code, params = await self.ops.dispatch(tx)
             finally:
                 self._scope = None
-            if self.ops.expects_data(command.code) and not tx.data_in_done:
+            if self.ops.expects_data(command.code):
                 try:
                     await tx.drain()
                 except ProviderError:
                     pass
-            if response is not None:
-                code, params = response
-                log.debug("<- %s %s", try_enum(ResponseCode, code), params)
-                await self._respond(command.code, command.transaction_id, code, params)
+            log.debug("<- %s %s", try_enum(ResponseCode, code), params)
+            await self._respond(code, params)
         if scope.cancelled_caught:
             await self._after_cancel()
 
-    async def _respond(
-        self, op_code: int, tid: int, code: int, params: tuple[int, ...]
-    ) -> None:
-        del op_code
-        self._last_answered = tid
+    async def _respond(self, code: int, params: tuple[int, ...]) -> None:
+        """The open transaction's one response."""
+        tid = self.conn.state.transaction_id
+        assert tid is not None
         await self.transport.write(
-            build_params_container(ContainerType.RESPONSE, code, tid, params),
-            end_of_transfer=True,
+            self.conn.send(Response(code, tid, params)), end_of_transfer=True
         )
 
     def _send_event(self, code: EventCode, params: tuple[int, ...]) -> None:
@@ -326,7 +310,6 @@ class Server:
             elif isinstance(event, Connected):
                 log.info("link up, max packet size %d", event.max_packet_size)
                 self.conn.reset()
-                self._pushed.clear()
 
     def _cancel_current(self) -> None:
         if self._scope is not None:
@@ -335,7 +318,6 @@ class Server:
     async def _after_cancel(self) -> None:
         with trio.CancelScope(shield=True):
             self.conn.reset()
-            self._pushed.clear()
             try:
                 await self.transport.abort_transfers()
             except Disconnected:
@@ -348,7 +330,6 @@ class Server:
     async def _link_lost(self) -> None:
         with trio.CancelScope(shield=True):
             self.conn.reset()
-            self._pushed.clear()
             self._reset_after = False
             try:
                 # Half-queued IN bytes of the lost transfer must not lead

@@ -1,68 +1,49 @@
-"""The responder side of MTP framing, without I/O.
+"""MTP framing of what a role receives, without I/O.
 
-Bytes from the bulk OUT pipe go in with :meth:`Connection.receive_data`
+Bytes from the bulk pipe go in with :meth:`Connection.receive_data`
 (together with "a short packet ended the transfer"); events come out of
 :meth:`Connection.next_event`.  Nothing here blocks, reads a socket or knows
 about USB, in the style of h11: the same object runs over FunctionFS, an
-in-memory loopback or a TCP stream.
+in-memory loopback, pyusb or a TCP stream.
 
-A data phase is surfaced as ``DataStart``, any number of ``DataChunk`` and a
-``DataEnd`` so that a 10 GiB SendObject streams through a fixed amount of
-memory.  Outgoing containers are built by :mod:`.container`; they need no
-state beyond the transaction id the dispatcher already has.
+A responder receives commands and data-out phases; an initiator receives
+data-in phases and responses.  A data phase is surfaced as ``DataStart``, any
+number of ``DataChunk`` and a ``DataEnd`` so that a 10 GiB object streams
+through a fixed amount of memory.  Whether an event is allowed *now* is not
+decided here but by the transaction state machine (:mod:`.transaction`);
+:mod:`.connection` puts the two together.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
 from .codes import ContainerType, ResponseCode
 from .container import HEADER_SIZE, MAX_PARAMS, UNKNOWN_LENGTH, parse_header, parse_params
+from .events import (
+    BadContainer,
+    Command,
+    DataChunk,
+    DataEnd,
+    DataStart,
+    Event,
+    Response,
+    Role,
+)
 
-
-class Event:
-    """Something the host did."""
-
-
-@dataclass(frozen=True, slots=True)
-class Command(Event):
-    code: int
-    transaction_id: int
-    params: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class DataStart(Event):
-    code: int
-    transaction_id: int
-    length: int | None
-    """Payload bytes announced, or ``None`` (0xFFFFFFFF: until a short packet)."""
-
-
-@dataclass(frozen=True, slots=True)
-class DataChunk(Event):
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class DataEnd(Event):
-    complete: bool
-    """False when the transfer ended before the announced length."""
-
-
-@dataclass(frozen=True, slots=True)
-class BadContainer(Event):
-    """A container that cannot be honoured.
-
-    ``transaction_id`` is ``None`` when not even a header arrived, in which
-    case there is no transaction to answer.
-    """
-
-    reason: str
-    code: int | None
-    transaction_id: int | None
-    response: ResponseCode
+__all__ = [
+    "NEED_DATA",
+    "BadContainer",
+    "Command",
+    "Connection",
+    "DataChunk",
+    "DataEnd",
+    "DataStart",
+    "Event",
+    "NeedData",
+    "Response",
+    "Role",
+]
 
 
 class _NeedData(enum.Enum):
@@ -70,20 +51,30 @@ class _NeedData(enum.Enum):
 
 
 NEED_DATA = _NeedData.NEED_DATA
+NeedData = _NeedData
+"""The type of :data:`NEED_DATA`, for annotations."""
 
 
 class _State(enum.Enum):
     IDLE = enum.auto()  # between containers: expecting a header
     HEADER = enum.auto()  # part of a header has arrived
-    COMMAND = enum.auto()  # header says command; collecting params
+    PARAMS = enum.auto()  # header says command (response); collecting params
     DATA = enum.auto()  # streaming a data payload
     DISCARD = enum.auto()  # dropping the rest of a bad transfer
 
 
 class Connection:
-    """Parses the host's containers, one event at a time."""
+    """Parses the containers the peer of ``role`` sends, one event at a time.
 
-    def __init__(self) -> None:
+    A responder reads commands, an initiator responses; both read data
+    phases.  Everything else is a ``BadContainer``.
+    """
+
+    def __init__(self, role: Role = Role.RESPONDER) -> None:
+        self.role = role
+        self._params_type = (
+            ContainerType.COMMAND if role is Role.RESPONDER else ContainerType.RESPONSE
+        )
         self._buffer = bytearray()
         self._events: list[Event] = []
         self._state = _State.IDLE
@@ -95,7 +86,7 @@ class Connection:
 
     def reset(self) -> None:
         """Forget everything in progress (cancel, device reset, unplug)."""
-        self.__init__()  # type: ignore[misc]
+        self.__init__(self.role)  # type: ignore[misc]
 
     def next_event(self) -> Event | _NeedData:
         if self._events:
@@ -125,9 +116,13 @@ class Connection:
 
     # -- internals ------------------------------------------------------
 
+    @property
+    def _params_name(self) -> str:
+        return "command" if self.role is Role.RESPONDER else "response"
+
     def _feed_header(self, view: memoryview, end: bool) -> memoryview:
         needed = HEADER_SIZE - len(self._buffer)
-        if self._state is _State.COMMAND:
+        if self._state is _State.PARAMS:
             needed = self._header_length - len(self._buffer)
         take, view = view[:needed], view[needed:]
         self._buffer += take
@@ -139,19 +134,19 @@ class Connection:
             self._header_length = header.length
             self._header_code = header.code
             self._header_tid = header.transaction_id
-            if header.type == ContainerType.COMMAND:
+            if header.type == self._params_type:
                 if (
                     header.length < HEADER_SIZE
                     or header.length > HEADER_SIZE + 4 * MAX_PARAMS
                     or header.length % 4
                 ):
                     self._bad(
-                        f"command container length {header.length} is invalid",
+                        f"{self._params_name} container length {header.length} is invalid",
                         ResponseCode.INVALID_PARAMETER,
                         discard=not end or bool(view),
                     )
                     return memoryview(b"")
-                self._state = _State.COMMAND
+                self._state = _State.PARAMS
                 if len(self._buffer) < self._header_length:
                     return view
             elif header.type == ContainerType.DATA:
@@ -169,9 +164,7 @@ class Connection:
                     self._remaining = header.length - HEADER_SIZE
                 self._state = _State.DATA
                 self._payload_seen = False
-                self._events.append(
-                    DataStart(header.code, header.transaction_id, self._remaining)
-                )
+                self._events.append(DataStart(header.code, header.transaction_id, self._remaining))
                 if self._remaining == 0:
                     self._finish_data(complete=True)
                 return view
@@ -182,17 +175,20 @@ class Connection:
                     discard=True,
                 )
                 return memoryview(b"")
-        # A complete command container.
+        # A complete command (response) container.
         if len(self._buffer) >= self._header_length:
             params = parse_params(bytes(self._buffer[HEADER_SIZE : self._header_length]))
             self._buffer.clear()
             self._state = _State.IDLE
-            self._events.append(Command(self._header_code, self._header_tid, params))
+            if self.role is Role.RESPONDER:
+                self._events.append(Command(self._header_code, self._header_tid, params))
+            else:
+                self._events.append(Response(self._header_code, self._header_tid, params))
             if view:
-                # Bytes after a command in the same transfer: the host packed
+                # Bytes after a command in the same transfer: the peer packed
                 # two containers in one transfer, or the length lied.
                 self._bad(
-                    "trailing bytes after a command container",
+                    f"trailing bytes after a {self._params_name} container",
                     ResponseCode.INVALID_PARAMETER,
                     discard=not end,
                     replace_last=True,
@@ -215,7 +211,16 @@ class Connection:
         if self._remaining == 0:
             self._finish_data(complete=True)
             if rest:
-                # Bytes beyond the announced length within the same transfer.
+                # Bytes beyond the announced length within the same transfer:
+                # a responder drops them; to an initiator they are a responder
+                # that forgot the zero-length packet and ran its response
+                # into the data phase.
+                if self.role is Role.INITIATOR:
+                    self._bad(
+                        "trailing bytes after a data container",
+                        ResponseCode.GENERAL_ERROR,
+                        discard=True,
+                    )
                 self._state = _State.DISCARD
                 return memoryview(b"")
         return rest
@@ -237,9 +242,9 @@ class Connection:
                 self._finish_data(complete=False)
         elif self._state is _State.DISCARD:
             self._state = _State.IDLE
-        elif self._state in (_State.HEADER, _State.COMMAND):
-            truncated_tid = self._header_tid if self._state is _State.COMMAND else None
-            code = self._header_code if self._state is _State.COMMAND else None
+        elif self._state in (_State.HEADER, _State.PARAMS):
+            truncated_tid = self._header_tid if self._state is _State.PARAMS else None
+            code = self._header_code if self._state is _State.PARAMS else None
             self._events.append(
                 BadContainer(
                     "transfer ended inside a container header",
@@ -259,7 +264,7 @@ class Connection:
         discard: bool,
         replace_last: bool = False,
     ) -> None:
-        if replace_last and self._events and isinstance(self._events[-1], Command):
+        if replace_last and self._events and isinstance(self._events[-1], (Command, Response)):
             self._events.pop()
         self._events.append(BadContainer(reason, self._header_code, self._header_tid, response))
         self._buffer.clear()

@@ -1,0 +1,258 @@
+"""The MTP transaction state machine, the same for both roles.
+
+MTP is strictly sequential: the initiator sends a command, at most one data
+phase follows (initiator to responder, "data out", or responder to
+initiator, "data in"), and the responder answers with exactly one response
+carrying the command's transaction id.  Only then may the next command come.
+
+In the style of h11's ``_state.py``: the phases are explicit, one table says
+which role may put which event on the pipes in which phase and where that
+leads, and everything else is refused with an exception that says whose
+fault it is: :class:`LocalProtocolError` when our own side tried to send
+something not allowed now, :class:`RemoteProtocolError` when the peer did.
+The same machine runs in a responder (which sends responses and data-in
+phases) and in an initiator (which sends commands and data-out phases).
+
+A responder must survive a host that breaks these rules, so a few of the
+initiator's mistakes are *tolerated* when a responder receives them: they
+lead to phases in which the responder drains the stray bytes and answers,
+once.  They are listed apart, in :data:`TOLERATED`; an initiator may not make
+them (sending one is a :class:`LocalProtocolError`).
+
+The session-level rule that transaction ids increase is not enforced here:
+a responder answers a stale id with InvalidTransactionID, an ordinary
+response, and ids outside a session (GetDeviceInfo, OpenSession) repeat.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .events import BadContainer, Command, DataChunk, DataEnd, DataStart, Event, Response, Role
+
+
+class ProtocolError(Exception):
+    """An event that MTP does not allow in the current phase."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We tried to send something the protocol does not allow now."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol does not allow now."""
+
+
+class Phase(enum.Enum):
+    """Where the one transaction on the pipes stands."""
+
+    IDLE = "idle"
+    """No transaction open: the next container is a command."""
+    COMMAND = "command"
+    """A command is open: its data phase (either way) or its response comes next."""
+    DATA_OUT = "data out"
+    """The initiator is sending the transaction's data phase."""
+    DATA_IN = "data in"
+    """The responder is sending the transaction's data phase."""
+    RESPONSE_DUE = "response due"
+    """The data phase is over (or the transaction failed before one): only the
+    response may follow."""
+    STRAY_DATA = "stray data"
+    """A responder is draining a data phase that no open command asked for."""
+
+
+class Kind(enum.Enum):
+    """An event as the table sees it: its type, and whether its transaction
+    id is the open transaction's."""
+
+    COMMAND = "command"
+    DATA_START = "data container"
+    FOREIGN_DATA_START = "data container of another transaction"
+    DATA_CHUNK = "data chunk"
+    DATA_END = "end of data"
+    RESPONSE = "response"
+    FOREIGN_RESPONSE = "response of another transaction"
+    BAD_CONTAINER = "bad container"
+    OWN_BAD_CONTAINER = "bad container of the open transaction"
+    HEADERLESS = "bad container without a header"
+
+
+_I, _R = Role.INITIATOR, Role.RESPONDER
+
+TRANSITIONS: dict[tuple[Phase, Role, Kind], Phase] = {
+    (Phase.IDLE, _I, Kind.COMMAND): Phase.COMMAND,
+    (Phase.COMMAND, _I, Kind.DATA_START): Phase.DATA_OUT,
+    (Phase.COMMAND, _R, Kind.DATA_START): Phase.DATA_IN,
+    (Phase.COMMAND, _R, Kind.RESPONSE): Phase.IDLE,
+    (Phase.DATA_OUT, _I, Kind.DATA_CHUNK): Phase.DATA_OUT,
+    (Phase.DATA_OUT, _I, Kind.DATA_END): Phase.RESPONSE_DUE,
+    (Phase.DATA_IN, _R, Kind.DATA_CHUNK): Phase.DATA_IN,
+    (Phase.DATA_IN, _R, Kind.DATA_END): Phase.RESPONSE_DUE,
+    (Phase.RESPONSE_DUE, _R, Kind.RESPONSE): Phase.IDLE,
+}
+"""(phase, sender, event) -> next phase: every legal step of a transaction."""
+
+TOLERATED: dict[tuple[Phase, Kind], Phase] = {
+    # A data phase no command opened: drained, then answered GeneralError,
+    # unless it trails the transaction answered last (one answer each).
+    (Phase.IDLE, Kind.DATA_START): Phase.STRAY_DATA,
+    (Phase.STRAY_DATA, Kind.DATA_CHUNK): Phase.STRAY_DATA,
+    (Phase.STRAY_DATA, Kind.DATA_END): Phase.RESPONSE_DUE,
+    # A data phase carrying another transaction's id: drained, then the open
+    # transaction is answered InvalidTransactionID.
+    (Phase.COMMAND, Kind.FOREIGN_DATA_START): Phase.DATA_OUT,
+    # A container that cannot be honoured: answered with the framing's code.
+    (Phase.IDLE, Kind.BAD_CONTAINER): Phase.RESPONSE_DUE,
+    (Phase.COMMAND, Kind.OWN_BAD_CONTAINER): Phase.RESPONSE_DUE,
+    # Not even a header: there is no transaction to answer.
+    (Phase.IDLE, Kind.HEADERLESS): Phase.IDLE,
+}
+"""(phase, event) -> next phase: the initiator's mistakes a responder absorbs."""
+
+
+@dataclass(slots=True)
+class _DataCount:
+    announced: int | None
+    seen: int = 0
+
+
+class TransactionState:
+    """The phase of the one transaction on the pipes, seen from ``role``.
+
+    Call :meth:`send` before putting an event on the pipes and
+    :meth:`receive` for each event the peer's bytes produced; both raise
+    when the event is not allowed now and change nothing in that case.
+    """
+
+    def __init__(self, role: Role) -> None:
+        self.role = role
+        self.phase = Phase.IDLE
+        self.transaction_id: int | None = None
+        """The open transaction's id (the one its data and response carry)."""
+        self.code: int | None = None
+        """The open transaction's operation code."""
+        self.last_answered: int | None = None
+        """The id of the transaction answered last."""
+        self._data: _DataCount | None = None
+
+    def reset(self) -> None:
+        """Forget the open transaction (cancel, device reset, unplug)."""
+        self.phase = Phase.IDLE
+        self.transaction_id = None
+        self.code = None
+        self._data = None
+
+    @property
+    def response_due(self) -> bool:
+        """Whether the one response of the open transaction is still to be sent."""
+        return self.phase in (Phase.COMMAND, Phase.RESPONSE_DUE)
+
+    def send(self, event: Event) -> None:
+        """``event`` is about to go out from our side; raises LocalProtocolError."""
+        self._process(self.role, event)
+
+    def receive(self, event: Event) -> None:
+        """``event`` came from the peer; raises RemoteProtocolError."""
+        self._process(self.role.peer, event)
+
+    def allows(self, sender: Role, event: Event) -> bool:
+        """Whether ``sender`` may put ``event`` on the pipes now."""
+        return self._next_phase(sender, self._kind(event)) is not None
+
+    # -- internals ------------------------------------------------------------
+
+    def _kind(self, event: Event) -> Kind:
+        open_tid = self.transaction_id if self.phase is not Phase.IDLE else None
+        if isinstance(event, Command):
+            return Kind.COMMAND
+        if isinstance(event, DataStart):
+            if open_tid is not None and event.transaction_id != open_tid:
+                return Kind.FOREIGN_DATA_START
+            return Kind.DATA_START
+        if isinstance(event, DataChunk):
+            return Kind.DATA_CHUNK
+        if isinstance(event, DataEnd):
+            return Kind.DATA_END
+        if isinstance(event, Response):
+            if open_tid is not None and event.transaction_id != open_tid:
+                return Kind.FOREIGN_RESPONSE
+            return Kind.RESPONSE
+        if isinstance(event, BadContainer):
+            if event.transaction_id is None:
+                return Kind.HEADERLESS
+            if open_tid is not None and event.transaction_id == open_tid:
+                return Kind.OWN_BAD_CONTAINER
+            return Kind.BAD_CONTAINER
+        raise TypeError(f"not an MTP event: {event!r}")
+
+    def _next_phase(self, sender: Role, kind: Kind) -> Phase | None:
+        step = TRANSITIONS.get((self.phase, sender, kind))
+        if step is None and self.role is Role.RESPONDER and sender is Role.INITIATOR:
+            step = TOLERATED.get((self.phase, kind))
+        return step
+
+    def _process(self, sender: Role, event: Event) -> None:
+        error = LocalProtocolError if sender is self.role else RemoteProtocolError
+        kind = self._kind(event)
+        step = self._next_phase(sender, kind)
+        if step is None:
+            raise error(self._refusal(sender, kind, event))
+        self._count(error, kind, event)
+        self._enter(step, kind, event)
+
+    def _refusal(self, sender: Role, kind: Kind, event: Event) -> str:
+        what = f"{sender.value} sent a {kind.value} in phase {self.phase.value!r}"
+        if kind is Kind.RESPONSE and self.phase is Phase.IDLE:
+            return f"{what}: transaction {event.transaction_id} was already answered"  # type: ignore[attr-defined]
+        if kind in (Kind.FOREIGN_RESPONSE, Kind.FOREIGN_DATA_START):
+            tid = event.transaction_id  # type: ignore[attr-defined]
+            return f"{what}: it carries id {tid}, the open transaction is {self.transaction_id}"
+        return what
+
+    def _count(self, error: type[ProtocolError], kind: Kind, event: Event) -> None:
+        """Data phases carry exactly the bytes they announce.
+
+        Only our own side is held to it: an incoming phase that ends short is
+        an ordinary IncompleteTransfer, which the framing reports.
+        """
+        if self._data is None or self._data.announced is None:
+            return
+        remaining = self._data.announced - self._data.seen
+        local = error is LocalProtocolError
+        if kind is Kind.DATA_CHUNK and local:
+            assert isinstance(event, DataChunk)
+            if len(event.data) > remaining:
+                raise error(
+                    f"{self.role.value} sent a data chunk of {len(event.data)} bytes in phase "
+                    f"{self.phase.value!r}: only {remaining} of the announced "
+                    f"{self._data.announced} remain"
+                )
+        elif kind is Kind.DATA_END and local and remaining:
+            raise error(
+                f"{self.role.value} sent an end of data in phase {self.phase.value!r}: "
+                f"{remaining} of the announced {self._data.announced} bytes are missing"
+            )
+
+    def _enter(self, step: Phase, kind: Kind, event: Event) -> None:
+        if kind is Kind.COMMAND:
+            assert isinstance(event, Command)
+            self.transaction_id, self.code = event.transaction_id, event.code
+        elif kind in (Kind.DATA_START, Kind.FOREIGN_DATA_START):
+            assert isinstance(event, DataStart)
+            if self.phase is Phase.IDLE:  # stray: the data names the transaction
+                self.transaction_id, self.code = event.transaction_id, event.code
+            self._data = _DataCount(event.length)
+        elif kind is Kind.DATA_CHUNK:
+            assert self._data is not None and isinstance(event, DataChunk)
+            self._data.seen += len(event.data)
+        elif kind is Kind.DATA_END:
+            self._data = None
+            if self.phase is Phase.STRAY_DATA and self.transaction_id == self.last_answered:
+                step = Phase.IDLE  # it trails a transaction already answered
+        elif kind is Kind.BAD_CONTAINER:
+            assert isinstance(event, BadContainer)
+            self.transaction_id, self.code = event.transaction_id, event.code
+        elif kind is Kind.RESPONSE:
+            self.last_answered = self.transaction_id
+        self.phase = step
