@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .device_config import DeviceConfig
 from .core.codes import DataType, DeviceProp, FormFlag, ResponseCode
 from .core.datasets import DatasetError, decode_value, encode_value
+from .device_config import DeviceConfig
 from .provider import ProviderError
 
 log = logging.getLogger(__name__)
