@@ -7,19 +7,19 @@ transaction ids and container types of everything it reads.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.codes import ContainerType, OperationCode, ResponseCode
-from ..core.container import (
-    HEADER_SIZE,
-    UNKNOWN_LENGTH,
-    build_params_container,
-    data_header,
-    parse_header,
+from ..core.codes import (
+    ALL,
+    ROOT,
+    AssociationType,
+    ObjectFormat,
+    OperationCode,
+    ResponseCode,
 )
+from ..core.connection import InitiatorConnection, encode
 from ..core.datasets import (
     DeviceInfo,
     ObjectInfoData,
@@ -28,22 +28,16 @@ from ..core.datasets import (
     parse_object_info,
     parse_u32_array,
 )
+from ..core.events import Command, DataChunk, DataEnd, DataStart, Response
+from ..core.protocol import NeedData
+from ..core.transaction import Phase, ProtocolError
 from ..transport.loopback import LoopbackHost
+
+__all__ = ["Initiator", "ProtocolMismatch", "Response", "Result"]
 
 
 class ProtocolMismatch(AssertionError):
     """The responder broke the protocol."""
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    code: int
-    params: tuple[int, ...]
-    transaction_id: int
-
-    @property
-    def ok(self) -> bool:
-        return self.code == ResponseCode.OK
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,31 +51,88 @@ class Result:
 
 
 class Initiator:
+    """Transactions through the core's initiator connection.
+
+    :meth:`transaction` and the conveniences run each transaction through
+    one :class:`~mtp_responder.core.connection.InitiatorConnection`, which
+    refuses anything the responder may not send.  The lower-level
+    :meth:`command`, :meth:`send_data`, :meth:`send_data_stream`,
+    :meth:`read_response` and :meth:`read_data_or_response` let a test
+    compose a transaction itself, including ones that break the rules on
+    purpose (two commands in a row, a data phase of another transaction);
+    what the responder answers is still parsed and checked by an initiator
+    connection that knows only the command the test says it sent.
+    """
+
     def __init__(self, host: LoopbackHost) -> None:
         self.host = host
         self.tid = 0
         self.session_id = 0
+        self.conn = InitiatorConnection()
 
     def next_tid(self) -> int:
         tid = self.tid
         self.tid += 1
         return tid
 
+    # -- whole transactions ------------------------------------------------------
+
+    async def transaction(self, code: int, *params: int, data: bytes | None = None) -> Result:
+        conn = self.conn
+        if conn.phase is not Phase.IDLE:
+            # A transaction the test abandoned (a cancel, an unplug, a failed
+            # check): the responder has forgotten it too.
+            conn.reset()
+        tid = self.next_tid()
+        try:
+            await self.host.write_transfer(conn.send(Command(code, tid, params)))
+            if data is not None:
+                header = conn.send(DataStart(code, tid, len(data)))
+                body = conn.send(DataChunk(data)) if data else b""
+                conn.send(DataEnd())
+                await self.host.write_transfer(header + body)
+            payload, response = await self._answer(conn)
+        except ProtocolError as exc:
+            raise ProtocolMismatch(str(exc)) from exc
+        return Result(response, payload)
+
+    async def _answer(self, conn: InitiatorConnection) -> tuple[bytes | None, Response]:
+        """The responder's data phase (if any) and response, read through ``conn``.
+
+        A transfer ends only at a short packet, so a responder that forgets
+        the zero-length packet after packet-aligned data makes the data phase
+        swallow the response: the connection reports the trailing bytes.
+        """
+        parts: list[bytes] | None = None
+        while True:
+            event = conn.next_event()
+            if isinstance(event, NeedData):
+                conn.receive_data(await self.host.read_transfer(), True)
+            elif isinstance(event, DataStart):
+                parts = []
+            elif isinstance(event, DataChunk):
+                assert parts is not None
+                parts.append(event.data)
+            elif isinstance(event, Response):
+                return (None if parts is None else b"".join(parts)), event
+
+    # -- composing a transaction by hand -------------------------------------------
+
     async def command(self, code: int, *params: int, tid: int | None = None) -> int:
         tid = self.next_tid() if tid is None else tid
-        container = build_params_container(ContainerType.COMMAND, code, tid, params)
-        await self.host.write_transfer(container)
+        await self.host.write_transfer(encode(Command(code, tid, params)))
         return tid
 
     async def send_data(self, code: int, tid: int, payload: bytes) -> None:
-        await self.host.write_transfer(data_header(code, tid, len(payload)) + payload)
+        header = encode(DataStart(code, tid, len(payload)))
+        await self.host.write_transfer(header + payload)
 
     async def send_data_stream(
         self, code: int, tid: int, length: int, chunks: AsyncIterator[bytes] | list[bytes]
     ) -> None:
-        header = data_header(code, tid, length)
+        """One data phase from ``chunks``, in transfers of whole packets."""
+        pending = encode(DataStart(code, tid, length))
         sent = 0
-        pending = header
 
         async def gen() -> AsyncIterator[bytes]:
             if isinstance(chunks, list):
@@ -103,53 +154,19 @@ class Initiator:
         await self.host.write_transfer(pending + buffered, end=True, sent_before=sent)
 
     async def read_response(self, tid: int) -> Response:
-        raw = await self.host.read_transfer()
-        return self._parse_response(raw, tid)
-
-    def _parse_response(self, raw: bytes, tid: int) -> Response:
-        if len(raw) < HEADER_SIZE:
-            raise ProtocolMismatch(f"short container {raw!r}")
-        header = parse_header(raw)
-        if header.type != ContainerType.RESPONSE:
-            raise ProtocolMismatch(f"expected a response, got container type {header.type}")
-        if header.length != len(raw):
-            raise ProtocolMismatch(f"response length {header.length} != {len(raw)}")
-        if header.transaction_id != tid:
-            raise ProtocolMismatch(f"response for tid {header.transaction_id}, expected {tid}")
-        count = (len(raw) - HEADER_SIZE) // 4
-        params = struct.unpack_from(f"<{count}I", raw, HEADER_SIZE)
-        return Response(header.code, params, tid)
+        payload, response = await self.read_data_or_response(tid)
+        if payload is not None:
+            raise ProtocolMismatch(f"expected a response, got a data phase of {len(payload)} bytes")
+        return response
 
     async def read_data_or_response(self, tid: int) -> tuple[bytes | None, Response]:
-        """Read a data phase (if the responder sends one) and the response.
-
-        A transfer ends only at a short packet, so a responder that forgets
-        the zero-length packet after packet-aligned data makes the data
-        phase swallow the response, and the length check below fails.
-        """
-        first = await self.host.read_transfer()
-        header = parse_header(first)
-        if header.type == ContainerType.RESPONSE:
-            return None, self._parse_response(first, tid)
-        if header.type != ContainerType.DATA:
-            raise ProtocolMismatch(f"unexpected container type {header.type}")
-        if header.transaction_id != tid:
-            raise ProtocolMismatch("data phase for another transaction")
-        if header.length != UNKNOWN_LENGTH and header.length != len(first):
-            raise ProtocolMismatch(
-                f"data container says {header.length} bytes, transfer carried {len(first)}"
-            )
-        return first[HEADER_SIZE:], await self.read_response(tid)
-
-    async def transaction(
-        self, code: int, *params: int, data: bytes | None = None
-    ) -> Result:
-        tid = await self.command(code, *params)
-        if data is not None:
-            await self.send_data(code, tid, data)
-            return Result(await self.read_response(tid), None)
-        payload, response = await self.read_data_or_response(tid)
-        return Result(response, payload)
+        """Read a data phase (if the responder sends one) and the response of ``tid``."""
+        conn = InitiatorConnection()
+        conn.send(Command(0, tid, ()))  # the test wrote the command itself
+        try:
+            return await self._answer(conn)
+        except ProtocolError as exc:
+            raise ProtocolMismatch(str(exc)) from exc
 
     # -- conveniences --------------------------------------------------------------
 
@@ -178,7 +195,7 @@ class Initiator:
         return StorageInfo.parse(result.data)
 
     async def object_handles(
-        self, storage_id: int = 0xFFFFFFFF, parent: int = 0xFFFFFFFF, format_code: int = 0
+        self, storage_id: int = ALL, parent: int = ROOT, format_code: int = 0
     ) -> list[int]:
         result = await self.transaction(
             OperationCode.GET_OBJECT_HANDLES, storage_id, format_code, parent
@@ -202,8 +219,8 @@ class Initiator:
         payload: bytes,
         *,
         storage_id: int = 0,
-        parent: int = 0xFFFFFFFF,
-        format_code: int = 0x3000,
+        parent: int = ROOT,
+        format_code: int = ObjectFormat.UNDEFINED,
         date_modified: str = "",
     ) -> int:
         """SendObjectInfo + SendObject; returns the new handle."""
@@ -229,15 +246,15 @@ class Initiator:
         return handle
 
     async def create_folder(
-        self, name: str, *, storage_id: int = 0, parent: int = 0xFFFFFFFF
+        self, name: str, *, storage_id: int = 0, parent: int = ROOT
     ) -> Response:
         info = ObjectInfoData(
             storage_id=storage_id,
-            object_format=0x3001,
+            object_format=ObjectFormat.ASSOCIATION,
             protection_status=0,
             compressed_size=0,
             parent_object=parent,
-            association_type=1,
+            association_type=AssociationType.GENERIC_FOLDER,
             filename=name,
         )
         r = await self.transaction(
