@@ -202,7 +202,8 @@ class TransactionState:
         self._enter(step, kind, event)
 
     def _refusal(self, sender: Role, kind: Kind, event: Event) -> str:
-        what = f"{sender.value} sent a {kind.value} in phase {self.phase.value!r}"
+        article = "an" if kind.value[0] in "aeiou" else "a"
+        what = f"{sender.value} sent {article} {kind.value} in phase {self.phase.value!r}"
         if kind is Kind.RESPONSE and self.phase is Phase.IDLE:
             return f"{what}: transaction {event.transaction_id} was already answered"  # type: ignore[attr-defined]
         if kind in (Kind.FOREIGN_RESPONSE, Kind.FOREIGN_DATA_START):
