@@ -10,26 +10,26 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import IO, Any
 
 import usb.core
 import usb.util
 
 from mtp_responder.core.codes import (
-    ContainerType,
+    ALL,
+    ROOT,
+    STILL_IMAGE_INTERFACE,
+    ClassRequest,
+    ClassRequestType,
     DataType,
+    EventCode,
+    ObjectFormat,
     ObjectProp,
     OperationCode,
     ResponseCode,
 )
-from mtp_responder.core.container import (
-    HEADER_SIZE,
-    UNKNOWN_LENGTH,
-    build_params_container,
-    data_header,
-    parse_header,
-)
+from mtp_responder.core.connection import InitiatorConnection
+from mtp_responder.core.container import HEADER_SIZE
 from mtp_responder.core.datasets import (
     DeviceInfo,
     ObjectInfoData,
@@ -40,9 +40,12 @@ from mtp_responder.core.datasets import (
     parse_object_info,
     parse_u32_array,
 )
+from mtp_responder.core.events import Command, DataChunk, DataEnd, DataStart, Response
+from mtp_responder.core.protocol import NeedData
+from mtp_responder.core.transaction import RemoteProtocolError
 
-CLASS_OUT = 0x21
-CLASS_IN = 0xA1
+__all__ = ["MTPError", "Response", "UsbInitiator", "find_device", "find_mtp_devices"]
+
 READ_SIZE = 256 * 1024
 
 Progress = Callable[[int], None]
@@ -62,12 +65,6 @@ class MTPError(Exception):
         self.operation = operation
         self.code = code
         self.params = params
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    code: int
-    params: tuple[int, ...]
 
 
 def _fresh_backend() -> Any:
@@ -99,7 +96,7 @@ def find_mtp_devices() -> list[Any]:
                         intf.bInterfaceClass,
                         intf.bInterfaceSubClass,
                         intf.bInterfaceProtocol,
-                    ) == (6, 1, 1):
+                    ) == STILL_IMAGE_INTERFACE:
                         found.append(dev)
                         raise StopIteration
         except StopIteration:
@@ -116,11 +113,15 @@ class UsbInitiator:
         self.dev = device
         self.timeout = timeout_ms
         self.tid = 0
+        self.conn = InitiatorConnection()
+        """Builds what we send, parses what the device sends, checks both."""
+        self._out_bytes = 0
         cfg = device.get_active_configuration()
         intf = next(
             i
             for i in cfg
-            if (i.bInterfaceClass, i.bInterfaceSubClass, i.bInterfaceProtocol) == (6, 1, 1)
+            if (i.bInterfaceClass, i.bInterfaceSubClass, i.bInterfaceProtocol)
+            == STILL_IMAGE_INTERFACE
         )
         self.interface = intf.bInterfaceNumber
         try:
@@ -160,32 +161,43 @@ class UsbInitiator:
     def _write(self, data: bytes | memoryview) -> None:
         self.ep_out.write(data, self.timeout)
 
-    def _end_out_transfer(self, total: int) -> None:
-        if total % self.ep_out.wMaxPacketSize == 0:
-            self.ep_out.write(b"", self.timeout)
-
     def _read(self, size: int = READ_SIZE) -> bytes:
         return bytes(self.ep_in.read(size, self.timeout))
 
     def send_command(self, code: int, *params: int) -> int:
         tid = self.tid
         self.tid += 1
-        self._write(build_params_container(ContainerType.COMMAND, code, tid, params))
+        self._write(self.conn.send(Command(code, tid, params)))
         return tid
 
+    def begin_data(self, code: int, tid: int, length: int, first: bytes = b"") -> None:
+        """Start a data phase of ``length`` bytes; its header goes out with ``first``."""
+        header = self.conn.send(DataStart(code, tid, length))
+        body = self.conn.send(DataChunk(first)) if first else b""
+        self._write(header + body)
+        self._out_bytes = HEADER_SIZE + len(first)
+
+    def write_data(self, chunk: bytes) -> None:
+        """More of the data phase :meth:`begin_data` started."""
+        self._write(self.conn.send(DataChunk(chunk)))
+        self._out_bytes += len(chunk)
+
+    def end_data(self) -> None:
+        """End the data phase: a zero-length packet if it filled its last packet."""
+        self.conn.send(DataEnd())
+        if self._out_bytes % self.ep_out.wMaxPacketSize == 0:
+            self._write(b"")
+
     def send_data(self, code: int, tid: int, payload: bytes) -> None:
-        data = data_header(code, tid, len(payload)) + payload
-        self._write(data)
-        self._end_out_transfer(len(data))
+        self.begin_data(code, tid, len(payload), payload)
+        self.end_data()
 
     def send_data_from(
         self, code: int, tid: int, source: IO[bytes], length: int, progress: Progress | None = None
     ) -> None:
         """Stream ``length`` bytes of ``source`` as one data phase."""
-        header = data_header(code, tid, length)
         first = source.read(min(length, READ_SIZE - HEADER_SIZE))
-        self._write(header + first)
-        total = HEADER_SIZE + len(first)
+        self.begin_data(code, tid, length, first)
         sent = len(first)
         if progress:
             progress(sent)
@@ -193,54 +205,46 @@ class UsbInitiator:
             chunk = source.read(min(READ_SIZE, length - sent))
             if not chunk:
                 raise OSError("source ended before the announced length")
-            self._write(chunk)
+            self.write_data(chunk)
             sent += len(chunk)
-            total += len(chunk)
             if progress:
                 progress(sent)
-        self._end_out_transfer(total)
+        self.end_data()
+
+    def _next_event(self) -> DataStart | DataChunk | DataEnd | Response:
+        """The device's next event; a read shorter than asked ended its transfer."""
+        while True:
+            event = self.conn.next_event()
+            if not isinstance(event, NeedData):
+                assert isinstance(event, (DataStart, DataChunk, DataEnd, Response))
+                return event
+            raw = self._read()
+            self.conn.receive_data(raw, len(raw) < READ_SIZE)
 
     def read_response(self) -> Response:
-        raw = self._read(512)
-        header = parse_header(raw)
-        if header.type != ContainerType.RESPONSE:
-            raise MTPError(0, ResponseCode.GENERAL_ERROR)
-        count = (len(raw) - HEADER_SIZE) // 4
-        return Response(header.code, struct.unpack_from(f"<{count}I", raw, HEADER_SIZE))
+        event = self._next_event()
+        if not isinstance(event, Response):
+            raise RemoteProtocolError(f"expected a response, the device sent {event}")
+        return event
 
     def read_data(
         self, sink: IO[bytes] | None, progress: Progress | None = None
     ) -> tuple[bytes | None, Response]:
         """A data phase (into ``sink`` or returned) followed by the response."""
-        first = self._read()
-        header = parse_header(first)
-        if header.type == ContainerType.RESPONSE:
-            count = (len(first) - HEADER_SIZE) // 4
-            return None, Response(header.code, struct.unpack_from(f"<{count}I", first, HEADER_SIZE))
-        expected = None if header.length == UNKNOWN_LENGTH else header.length - HEADER_SIZE
+        event = self._next_event()
+        if isinstance(event, Response):
+            return None, event
         parts: list[bytes] = []
         got = 0
-        raw, chunk = first, first[HEADER_SIZE:]
-        while True:
-            if chunk:
-                if sink is not None:
-                    sink.write(chunk)
-                else:
-                    parts.append(chunk)
-                got += len(chunk)
-                if progress:
-                    progress(got)
-            # A read shorter than asked ended at a short (or zero-length) packet.
-            ended = len(raw) < READ_SIZE
-            if ended or (expected is not None and got >= expected):
-                break
-            raw = chunk = self._read()
-        if not ended:
-            # The data filled our last read exactly: its terminating
-            # zero-length packet is still queued.
-            zlp = self._read(self.mps)
-            if zlp:
-                raise MTPError(0, ResponseCode.GENERAL_ERROR, (len(zlp),))
+        while not isinstance(event := self._next_event(), DataEnd):
+            assert isinstance(event, DataChunk)
+            if sink is not None:
+                sink.write(event.data)
+            else:
+                parts.append(event.data)
+            got += len(event.data)
+            if progress:
+                progress(got)
         return (None if sink is not None else b"".join(parts)), self.read_response()
 
     def transaction(
@@ -259,17 +263,33 @@ class UsbInitiator:
     # -- class requests -----------------------------------------------------------
 
     def cancel(self, transaction_id: int) -> None:
-        payload = struct.pack("<HI", 0x4001, transaction_id)
-        self.dev.ctrl_transfer(CLASS_OUT, 0x64, 0, self.interface, payload, self.timeout)
+        """Cancel the transaction; the device forgets it, and so do we."""
+        payload = struct.pack("<HI", EventCode.CANCEL_TRANSACTION, transaction_id)
+        self.dev.ctrl_transfer(
+            ClassRequestType.OUT, ClassRequest.CANCEL, 0, self.interface, payload, self.timeout
+        )
+        self.conn.reset()
 
     def device_status(self) -> tuple[int, tuple[int, ...]]:
-        raw = bytes(self.dev.ctrl_transfer(CLASS_IN, 0x67, 0, self.interface, 64, self.timeout))
+        raw = bytes(
+            self.dev.ctrl_transfer(
+                ClassRequestType.IN,
+                ClassRequest.GET_DEVICE_STATUS,
+                0,
+                self.interface,
+                64,
+                self.timeout,
+            )
+        )
         length, code = struct.unpack_from("<HH", raw)
         extra = struct.unpack_from(f"<{(length - 4) // 4}I", raw, 4) if length > 4 else ()
         return code, extra
 
     def device_reset(self) -> None:
-        self.dev.ctrl_transfer(CLASS_OUT, 0x66, 0, self.interface, None, self.timeout)
+        self.dev.ctrl_transfer(
+            ClassRequestType.OUT, ClassRequest.DEVICE_RESET, 0, self.interface, None, self.timeout
+        )
+        self.conn.reset()
 
     # -- operations -----------------------------------------------------------------
 
@@ -293,7 +313,7 @@ class UsbInitiator:
         return StorageInfo.parse(payload)
 
     def object_handles(
-        self, storage_id: int = 0xFFFFFFFF, parent: int = 0xFFFFFFFF, format_code: int = 0
+        self, storage_id: int = ALL, parent: int = ROOT, format_code: int = 0
     ) -> list[int]:
         payload, _ = self.transaction(
             OperationCode.GET_OBJECT_HANDLES, storage_id, format_code, parent
@@ -304,15 +324,13 @@ class UsbInitiator:
         payload, _ = self.transaction(OperationCode.GET_OBJECT_INFO, handle)
         return parse_object_info(payload or b"")
 
-    def children(
-        self, storage_id: int, parent: int = 0xFFFFFFFF
-    ) -> Iterator[tuple[int, ObjectInfoData]]:
+    def children(self, storage_id: int, parent: int = ROOT) -> Iterator[tuple[int, ObjectInfoData]]:
         for handle in self.object_handles(storage_id, parent):
             yield handle, self.object_info(handle)
 
     def find(self, storage_id: int, path: str) -> int:
         """The handle of ``a/b/c`` in a storage."""
-        parent = 0xFFFFFFFF
+        parent = ROOT
         for part in [p for p in path.split("/") if p]:
             for handle, info in self.children(storage_id, parent):
                 if info.filename == part:
@@ -345,7 +363,7 @@ class UsbInitiator:
         source: IO[bytes],
         length: int,
         progress: Progress | None = None,
-        format_code: int = 0x3000,
+        format_code: int = ObjectFormat.UNDEFINED,
     ) -> tuple[int, Response]:
         """SendObjectInfo + SendObject; returns (handle, SendObject response)."""
         info = ObjectInfoData(
@@ -370,7 +388,7 @@ class UsbInitiator:
         source: IO[bytes],
         length: int,
         progress: Progress | None = None,
-        format_code: int = 0x3000,
+        format_code: int = ObjectFormat.UNDEFINED,
     ) -> tuple[int, Response]:
         """SendObjectPropList + SendObject: the 64-bit size SendObjectInfo cannot carry."""
         props = build_prop_list([PropListItem(0, ObjectProp.OBJECT_FILE_NAME, DataType.STR, name)])

@@ -299,6 +299,22 @@ class ClassRequest(enum.IntEnum):
     GET_DEVICE_STATUS = 0x67
 
 
+class ClassRequestType(enum.IntEnum):
+    """``bmRequestType`` of the Still Image class requests (to the interface)."""
+
+    OUT = 0x21
+    """Host to device: Cancel, Device Reset."""
+    IN = 0xA1
+    """Device to host: Get Device Status, Get Extended Event Data."""
+
+
+STILL_IMAGE_INTERFACE = (6, 1, 1)
+"""bInterfaceClass, SubClass, Protocol of a PTP/MTP interface (Still Image)."""
+
+CANCEL_DATA_LENGTH = 6
+"""A Cancel request's data stage: CancelTransaction (u16) and the transaction id (u32)."""
+
+
 ALL = 0xFFFFFFFF
 """Wildcard for storage IDs, handles and property codes."""
 

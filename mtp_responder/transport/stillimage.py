@@ -18,35 +18,33 @@ from dataclasses import dataclass
 
 from functionfs import ch9
 
-REQUEST_TYPE_CLASS_OUT = ch9.USB_DIR_OUT | ch9.USB_TYPE_CLASS | ch9.USB_RECIP_INTERFACE  # 0x21
-REQUEST_TYPE_CLASS_IN = ch9.USB_DIR_IN | ch9.USB_TYPE_CLASS | ch9.USB_RECIP_INTERFACE  # 0xA1
+from ..core.codes import (
+    CANCEL_DATA_LENGTH,
+    ClassRequest,
+    ClassRequestType,
+    EventCode,
+    ResponseCode,
+)
 
-CANCEL_REQUEST = 0x64
-GET_EXTENDED_EVENT_DATA = 0x65
-DEVICE_RESET_REQUEST = 0x66
-GET_DEVICE_STATUS = 0x67
-
-CANCEL_DATA_LENGTH = 6
-CANCEL_CODE = 0x4001  # PTP event code CancelTransaction, first field of the data stage
-
-RESPONSE_OK = 0x2001
-RESPONSE_DEVICE_BUSY = 0x2019
-RESPONSE_TRANSACTION_CANCELLED = 0x201F
+REQUEST_TYPE_CLASS_OUT = ClassRequestType.OUT
+REQUEST_TYPE_CLASS_IN = ClassRequestType.IN
+assert REQUEST_TYPE_CLASS_OUT == ch9.USB_DIR_OUT | ch9.USB_TYPE_CLASS | ch9.USB_RECIP_INTERFACE
+assert REQUEST_TYPE_CLASS_IN == ch9.USB_DIR_IN | ch9.USB_TYPE_CLASS | ch9.USB_RECIP_INTERFACE
 
 
 class SetupKind(enum.Enum):
     """What a SETUP packet asks of the MTP function."""
 
     CANCEL = enum.auto()
-    """0x64 with its 6-byte data stage: read it, then abort the transaction."""
+    """CANCEL with its 6-byte data stage: read it, then abort the transaction."""
     DEVICE_RESET = enum.auto()
-    """0x66, no data stage: acknowledge, abort, close the session."""
+    """DEVICE_RESET, no data stage: acknowledge, abort, close the session."""
     GET_DEVICE_STATUS = enum.auto()
-    """0x67: answer with :meth:`DeviceStatus.answer`."""
+    """GET_DEVICE_STATUS: answer with :meth:`DeviceStatus.answer`."""
     STANDARD = enum.auto()
     """A standard request (GET_STATUS, CLEAR_FEATURE...): python-functionfs handles it."""
     STALL = enum.auto()
-    """Anything else, including 0x65 and malformed class requests."""
+    """Anything else, including GET_EXTENDED_EVENT_DATA and malformed class requests."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,26 +67,26 @@ def classify_setup(setup: Setup) -> SetupKind:
         return SetupKind.STALL
     if (
         setup.request_type == REQUEST_TYPE_CLASS_OUT
-        and setup.request == CANCEL_REQUEST
+        and setup.request == ClassRequest.CANCEL
         and setup.value == 0
         and setup.length == CANCEL_DATA_LENGTH
     ):
         return SetupKind.CANCEL
     if (
         setup.request_type == REQUEST_TYPE_CLASS_OUT
-        and setup.request == DEVICE_RESET_REQUEST
+        and setup.request == ClassRequest.DEVICE_RESET
         and setup.value == 0
         and setup.length == 0
     ):
         return SetupKind.DEVICE_RESET
     if (
         setup.request_type == REQUEST_TYPE_CLASS_IN
-        and setup.request == GET_DEVICE_STATUS
+        and setup.request == ClassRequest.GET_DEVICE_STATUS
         and setup.value == 0
         and setup.length >= 4
     ):
         return SetupKind.GET_DEVICE_STATUS
-    # GET_EXTENDED_EVENT_DATA (0x65) is optional in the spec; a stall tells
+    # GET_EXTENDED_EVENT_DATA (GET_EXTENDED_EVENT_DATA) is optional in the spec; a stall tells
     # the host we have none.
     return SetupKind.STALL
 
@@ -101,8 +99,10 @@ def parse_cancel_data(data: bytes) -> int:
     if len(data) != CANCEL_DATA_LENGTH:
         raise ValueError(f"cancel data stage is {len(data)} bytes, expected 6")
     code, transaction_id = struct.unpack("<HI", data)
-    if code != CANCEL_CODE:
-        raise ValueError(f"cancel data stage code 0x{code:04x}, expected 0x{CANCEL_CODE:04x}")
+    if code != EventCode.CANCEL_TRANSACTION:
+        raise ValueError(
+            f"cancel data stage code 0x{code:04x}, expected 0x{EventCode.CANCEL_TRANSACTION:04x}"
+        )
     return int(transaction_id)
 
 
@@ -153,8 +153,8 @@ class DeviceStatus:
     def answer(self, length: int) -> bytes:
         """The bytes to send for one Get Device Status request."""
         if self._busy:
-            return device_status_payload(RESPONSE_DEVICE_BUSY, (), length)
+            return device_status_payload(ResponseCode.DEVICE_BUSY, (), length)
         if self._halted:
             halted, self._halted = self._halted, ()
-            return device_status_payload(RESPONSE_TRANSACTION_CANCELLED, halted, length)
-        return device_status_payload(RESPONSE_OK, (), length)
+            return device_status_payload(ResponseCode.TRANSACTION_CANCELLED, halted, length)
+        return device_status_payload(ResponseCode.OK, (), length)

@@ -19,8 +19,14 @@ import pytest
 import usb.core
 
 from mtp_backup.usb import UsbInitiator, find_device
-from mtp_responder.core.codes import OperationCode, ResponseCode
-from mtp_responder.core.container import data_header
+from mtp_responder.core.codes import (
+    ALL,
+    ROOT,
+    ObjectFormat,
+    ObjectProp,
+    OperationCode,
+    ResponseCode,
+)
 from mtp_responder.core.datasets import ObjectInfoData, build_object_info, parse_prop_list
 from tests.e2e.guest.support import Gadget, make_file
 
@@ -79,11 +85,11 @@ def test_get_object_prop_list_on_the_root(mtp: UsbInitiator, mtp_gadget: Gadget)
     (storage / "a.txt").write_text("alpha")
     (storage / "dir").mkdir()
     mtp.open_session()
-    payload, _ = mtp.transaction(OperationCode.GET_OBJECT_PROP_LIST, 0, 0, 0xFFFFFFFF, 0, 1)
+    payload, _ = mtp.transaction(OperationCode.GET_OBJECT_PROP_LIST, 0, 0, ALL, 0, 1)
     items = parse_prop_list(payload or b"")
-    names = {i.value for i in items if i.code == 0xDC07}
+    names = {i.value for i in items if i.code == ObjectProp.OBJECT_FILE_NAME}
     assert names == {"a.txt", "dir"}
-    sizes = {i.value for i in items if i.code == 0xDC04}
+    sizes = {i.value for i in items if i.code == ObjectProp.OBJECT_SIZE}
     assert 5 in sizes
 
 
@@ -126,13 +132,13 @@ def test_cancel_in_the_middle_of_a_big_send_object(mtp: UsbInitiator, mtp_gadget
     storage: Path = mtp_gadget.storage  # type: ignore[attr-defined]
     mtp.open_session()
     sid = mtp.storage_ids()[0]
-    info = ObjectInfoData(sid, 0x3000, 0, BIG, 0xFFFFFFFF, 0, "upload.bin")
-    mtp.transaction(OperationCode.SEND_OBJECT_INFO, sid, 0xFFFFFFFF, data=build_object_info(info))
+    info = ObjectInfoData(sid, ObjectFormat.UNDEFINED, 0, BIG, ROOT, 0, "upload.bin")
+    mtp.transaction(OperationCode.SEND_OBJECT_INFO, sid, ROOT, data=build_object_info(info))
     tid = mtp.send_command(OperationCode.SEND_OBJECT)
     block = os.urandom(256 * 1024)
-    mtp._write(data_header(OperationCode.SEND_OBJECT, tid, BIG) + block[:-12])
+    mtp.begin_data(OperationCode.SEND_OBJECT, tid, BIG, block[:-12])
     for _ in range(16):
-        mtp._write(block)
+        mtp.write_data(block)
     mtp.cancel(tid)
     deadline = time.monotonic() + 20
     while mtp.device_status()[0] != ResponseCode.OK:
@@ -142,7 +148,7 @@ def test_cancel_in_the_middle_of_a_big_send_object(mtp: UsbInitiator, mtp_gadget
     assert [p.name for p in storage.iterdir()] == []
     # A normal transaction afterwards.
     assert mtp.storage_info(sid).storage_description == "E2E Storage"
-    _handle, response = mtp.send_object_from(sid, 0xFFFFFFFF, "after.txt", io.BytesIO(b"ok"), 2)
+    _handle, response = mtp.send_object_from(sid, ROOT, "after.txt", io.BytesIO(b"ok"), 2)
     assert response.code == ResponseCode.OK
     assert (storage / "after.txt").read_bytes() == b"ok"
 
@@ -170,7 +176,7 @@ def test_unbinding_the_udc_mid_transfer_leaves_no_partial_file(
 
     def upload() -> None:
         try:
-            mtp.send_object_from(sid, 0xFFFFFFFF, "cut.bin", source, BIG)
+            mtp.send_object_from(sid, ROOT, "cut.bin", source, BIG)
         except BaseException as exc:  # the cable goes away under it
             failure.append(exc)
 
@@ -194,9 +200,7 @@ def test_unbinding_the_udc_mid_transfer_leaves_no_partial_file(
         again.open_session()
         sid = again.storage_ids()[0]
         assert [p.name for p in storage.iterdir()] == []
-        _handle, response = again.send_object_from(
-            sid, 0xFFFFFFFF, "after.txt", io.BytesIO(b"x"), 1
-        )
+        _handle, response = again.send_object_from(sid, ROOT, "after.txt", io.BytesIO(b"x"), 1)
         assert response.code == ResponseCode.OK
     finally:
         again.close()
