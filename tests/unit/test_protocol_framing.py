@@ -21,6 +21,8 @@ from mtp_responder.core.protocol import (
     DataEnd,
     DataStart,
     Event,
+    Response,
+    Role,
 )
 
 SEND = OperationCode.SEND_OBJECT
@@ -294,3 +296,39 @@ def test_an_unknown_length_header_in_a_transfer_of_its_own_waits_for_the_payload
     evs = feed(Connection(), (header, True), (b"d" * 512, False), (b"e", True))
     assert payload_of(evs) == b"d" * 512 + b"e"
     assert evs[-1] == DataEnd(True)
+
+
+# -- the initiator's side: what a responder sends ---------------------------------------
+
+
+def test_an_initiator_reads_a_response_container_as_a_response() -> None:
+    conn = Connection(Role.INITIATOR)
+    raw = build_params_container(ContainerType.RESPONSE, ResponseCode.OK, 4, (1, 2))
+    conn.receive_data(raw, True)
+    assert events(conn) == [Response(ResponseCode.OK, 4, (1, 2))]
+
+
+def test_an_initiator_reads_a_data_phase_like_a_responder() -> None:
+    conn = Connection(Role.INITIATOR)
+    conn.receive_data(data_header(OperationCode.GET_OBJECT, 4, 3) + b"abc", True)
+    assert events(conn) == [
+        DataStart(OperationCode.GET_OBJECT, 4, 3),
+        DataChunk(b"abc"),
+        DataEnd(True),
+    ]
+
+
+def test_a_command_sent_to_an_initiator_is_a_bad_container() -> None:
+    conn = Connection(Role.INITIATOR)
+    conn.receive_data(command(tid=4), True)
+    [bad] = events(conn)
+    assert isinstance(bad, BadContainer)
+    assert bad.transaction_id == 4
+
+
+def test_bytes_after_a_data_container_are_a_bad_container_to_an_initiator() -> None:
+    # A responder that forgot the zero-length packet runs its response into the data.
+    conn = Connection(Role.INITIATOR)
+    response = build_params_container(ContainerType.RESPONSE, ResponseCode.OK, 4)
+    conn.receive_data(data_header(OperationCode.GET_OBJECT, 4, 1) + b"a" + response, True)
+    assert isinstance(events(conn)[-1], BadContainer)
