@@ -175,7 +175,7 @@ class ModeSwitch:
                 await self.set_bur_mode([], BURMode.NORMAL, BackupIncType.NO_BACKUP, commit=False)
             except EngineError as e:
                 log.warning("returning to Normal: %s", e)
-        self.registry.partial_sids = None
+        self.registry.forget_partial_sids()
 
     def all_system_files_restored(self) -> None:
         """Restore mode: owners' registrations are back, so rediscover them and start

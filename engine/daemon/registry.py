@@ -66,6 +66,10 @@ class OwnerRegistry:
         self.current.require(normal=True)
         self.partial_sids = list(dict.fromkeys(sids))
 
+    def forget_partial_sids(self) -> None:
+        """The backup client that set the partial list is gone."""
+        self.partial_sids = None
+
     def in_scope(self, o: DataOwner) -> bool:
         if self.current.info.mode.is_partial:
             return o.sid in (self.partial_sids or [])

@@ -245,9 +245,10 @@ class OwnerSequence:
     def check(self, drive: str, event: Event) -> None:
         """Refuse ``event`` on ``drive`` now (CorruptError), without recording it.
 
-        For streams whose place in the order is taken only once they are complete
-        (a supplied snapshot counts once the whole of it is in), so that a second
-        attempt after an aborted one is judged on the same history.
+        For a stream that takes its place in the order later than it starts: a
+        supplied snapshot counts once the whole of it is in, and an active snapshot
+        is asked for only once its owner is found ready. Until then, another
+        attempt is judged on the same history.
         """
         step(self.phase(drive, RULES[event].track), event)
 
