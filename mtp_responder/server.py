@@ -197,6 +197,8 @@ class Server:
         self._scope: trio.CancelScope | None = None
         self._reset_after: bool = False
         self._link_changed = trio.Event()
+        self._links = 0
+        """Links brought up so far: a transaction's teardown must not touch a newer one."""
 
     # -- events from the wire -----------------------------------------------
 
@@ -238,6 +240,7 @@ class Server:
     async def _stray_data(self, start: DataStart) -> None:
         """A data phase nobody asked for: drop it, answer its transaction."""
         log.warning("data phase without a command (transaction %d)", start.transaction_id)
+        links = self._links
         with trio.CancelScope() as scope:  # a host Cancel ends the wait for its end
             self._scope = scope
             try:
@@ -249,12 +252,13 @@ class Server:
                 # Else it trails a command that took no data: one answer per transaction.
                 await self._respond(ResponseCode.GENERAL_ERROR, ())
         if scope.cancelled_caught:
-            await self._after_cancel()
+            await self._after_cancel(links)
 
     async def _transaction(self, command: Command) -> None:
         tx = Transaction(self, command)
         name = try_enum(OperationCode, command.code)
         log.debug("-> %s tid=%d params=%s", name, command.transaction_id, command.params)
+        links = self._links
         with trio.CancelScope() as scope:
             self._scope = scope
             try:
@@ -269,7 +273,7 @@ class Server:
             log.debug("<- %s %s", try_enum(ResponseCode, code), params)
             await self._respond(code, params)
         if scope.cancelled_caught:
-            await self._after_cancel()
+            await self._after_cancel(links)
 
     async def _respond(self, code: int, params: tuple[int, ...]) -> None:
         """The open transaction's one response."""
@@ -295,13 +299,13 @@ class Server:
                 log.info("host cancelled transaction %d", event.transaction_id)
                 self._cancel_current()
                 if self._scope is None:
-                    await self._after_cancel()
+                    await self._after_cancel(self._links)
             elif isinstance(event, DeviceResetRequest):
                 log.info("host reset the device")
                 self._reset_after = True
                 self._cancel_current()
                 if self._scope is None:
-                    await self._after_cancel()
+                    await self._after_cancel(self._links)
             elif isinstance(event, LinkLost):
                 log.info("link lost")
                 self._cancel_current()
@@ -309,19 +313,27 @@ class Server:
                     await self.ops.close_session("link lost")
             elif isinstance(event, Connected):
                 log.info("link up, max packet size %d", event.max_packet_size)
+                self._links += 1
                 self.conn.reset()
 
     def _cancel_current(self) -> None:
         if self._scope is not None:
             self._scope.cancel()
 
-    async def _after_cancel(self) -> None:
+    async def _after_cancel(self, links: int) -> None:
+        """Tear down what a cancelled transaction left on link number ``links``.
+
+        When the link was lost and a new one came up meanwhile (a slow
+        cleanup), the new link's first command may already be queued: it
+        is not this transaction's to drop.
+        """
         with trio.CancelScope(shield=True):
-            self.conn.reset()
-            try:
-                await self.transport.abort_transfers()
-            except Disconnected:
-                pass
+            if links == self._links:
+                self.conn.reset()
+                try:
+                    await self.transport.abort_transfers()
+                except Disconnected:
+                    pass
             if self._reset_after:
                 self._reset_after = False
                 await self.ops.close_session("device reset")
