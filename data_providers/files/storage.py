@@ -146,6 +146,9 @@ class FileStorage(Storage):
         self._fs_types: dict[int, str] = {}
         self.statvfs: Callable[[str], os.statvfs_result] = os.statvfs
         """Replaceable so that a full disk can be simulated without filling one."""
+        self.filesystem_type: Callable[[int], str] = filesystem_type
+        """The filesystem type of a device number (``vfat``, ``ext4``...); replaceable
+        so that FAT's limits can be simulated without making a FAT filesystem."""
         self._receiving: dict[str, _NewFileUpload] = {}
         """Uploads between SendObjectInfo and commit, by the key they will have."""
 
@@ -242,7 +245,7 @@ class FileStorage(Storage):
     def _fs_type(self, dev: int) -> str:
         fs = self._fs_types.get(dev)
         if fs is None:
-            fs = self._fs_types[dev] = filesystem_type(dev)
+            fs = self._fs_types[dev] = self.filesystem_type(dev)
         return fs
 
     def _entry(self, key: str, name: str, lst: FileStat, st: FileStat) -> ObjectEntry:

@@ -547,7 +547,8 @@ async def test_a_read_only_storage_refuses_every_change(tmp_path: Path) -> None:
 
 def pretend_fat(storage: FileStorage, path: Path) -> None:
     """Make the storage believe ``path``'s filesystem is vfat (no mkfs here)."""
-    storage._fs_types[os.stat(path).st_dev] = "vfat"
+    fat, real = os.stat(path).st_dev, storage.filesystem_type
+    storage.filesystem_type = lambda dev: "vfat" if dev == fat else real(dev)
 
 
 async def test_on_fat_a_file_of_4_gib_or_more_is_too_large(tmp_path: Path) -> None:
