@@ -178,6 +178,16 @@ class LoopbackHost:
             if limit is not None and size >= limit:
                 return b"".join(parts)
 
+    @property
+    def out_queued(self) -> int:
+        """Packets the host has written on bulk OUT that the device has not taken yet."""
+        return self._link.out_recv.statistics().current_buffer_used
+
+    @property
+    def in_queued(self) -> int:
+        """Pieces of IN transfers the device has sent and the host not read yet."""
+        return self._link.in_recv.statistics().current_buffer_used
+
     async def read_item(self) -> tuple[bytes, bool]:
         """The next piece of an IN transfer and whether it ended it."""
         item = await self._link.in_recv.receive()
@@ -207,8 +217,10 @@ class LoopbackHost:
         return not self._link.idle
 
     def unplug(self) -> None:
+        """Pull the cable: the device reports Device Busy until it has cleaned up."""
         link = self._link
         link.up = False
+        link.idle = False
         link.up_event = trio.Event()
         link.generation += 1
         LoopbackTransport._drain(link.out_recv)

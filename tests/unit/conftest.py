@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +11,7 @@ import trio
 
 from mtp_responder.app import Responder
 from mtp_responder.config import parse_config
+from mtp_responder.core.codes import OperationCode
 from mtp_responder.core.datasets import ObjectInfoData, build_object_info
 from mtp_responder.testing.initiator import Initiator
 from mtp_responder.transport.loopback import LoopbackHost, loopback_pair
@@ -70,11 +71,39 @@ async def session(device: Device) -> AsyncIterator[Device]:
 # -- helpers shared by the protocol-core tests --------------------------------
 
 
+async def still_serving(device: Device, *, in_session: bool = True) -> None:
+    """The responder answers the next transaction in step and has nothing else queued.
+
+    GetDeviceInfo needs no session; inside one, the storage is listed as well.
+    Whatever a test threw at the responder before, it is back in step.
+    """
+    tid = device.mtp.next_tid()
+    await device.mtp.command(OperationCode.GET_DEVICE_INFO, tid=tid)
+    data, response = await device.mtp.read_data_or_response(tid)
+    assert response.ok and response.transaction_id == tid
+    assert data is not None
+    if in_session:
+        assert device.storage_id in await device.mtp.storage_ids()
+    assert device.host.in_queued == 0
+
+
+async def wait_until(
+    condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.005
+) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds.
+
+    For state that announces nothing when it changes (the engine's mode file,
+    the class-request Device Busy status): polling with a deadline is the wait
+    that neither hangs nor guesses.
+    """
+    with trio.fail_after(timeout):
+        while not condition():
+            await trio.sleep(interval)
+
+
 async def names_to_handles(mtp: Initiator, parent: int = 0xFFFFFFFF) -> dict[str, int]:
     """The children of ``parent`` (root by default) by file name."""
-    return {
-        (await mtp.object_info(h)).filename: h for h in await mtp.object_handles(parent=parent)
-    }
+    return {(await mtp.object_info(h)).filename: h for h in await mtp.object_handles(parent=parent)}
 
 
 async def handle_of(mtp: Initiator, path: str) -> int:

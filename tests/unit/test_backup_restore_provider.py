@@ -26,7 +26,7 @@ from mtp_responder.testing.initiator import Initiator
 from tests.engine.conftest import EngineProcess, start_engine, stop_engine
 from tests.engine.helpers import PASSIVE_ALL, make_config, make_tree, register, tree_state
 
-from .conftest import Device, start_device
+from .conftest import Device, start_device, wait_until
 
 SID = 0x10203040
 
@@ -170,24 +170,18 @@ async def test_closing_the_session_returns_the_engine_to_normal(rig: Rig) -> Non
     await take_backup(rig)
     assert rig.mode() == "BACKUP_FULL"
     assert (await rig.mtp.close_session()).ok
-    with trio.fail_after(10):
-        while rig.mode() != "NORMAL":
-            await trio.sleep(0.05)
+    await wait_until(lambda: rig.mode() == "NORMAL", 10)
 
 
 async def test_an_idle_host_does_not_keep_the_device_in_backup_mode(rig: Rig) -> None:
     await take_backup(rig)
-    with trio.fail_after(15):
-        while rig.mode() != "NORMAL":
-            await trio.sleep(0.1)
+    await wait_until(lambda: rig.mode() == "NORMAL", 15)
 
 
 async def test_unplugging_returns_the_engine_to_normal(rig: Rig) -> None:
     await take_backup(rig)
     rig.device.host.unplug()
-    with trio.fail_after(10):
-        while rig.mode() != "NORMAL":
-            await trio.sleep(0.05)
+    await wait_until(lambda: rig.mode() == "NORMAL", 10)
 
 
 async def test_restoring_a_backup_brings_back_the_backed_up_state(rig: Rig) -> None:
@@ -326,13 +320,9 @@ async def test_cancelling_a_restore_leaves_the_data_as_it_was(rig: Rig) -> None:
         data_header(OperationCode.SEND_OBJECT, tid, len(mbak)) + mbak[:half], end=False
     )
     rig.device.host.cancel(tid)
-    with trio.fail_after(10):
-        while rig.device.host.device_status_busy():
-            await trio.sleep(0.02)
+    await wait_until(lambda: not rig.device.host.device_status_busy(), 10)
     assert tree_state(rig.owner_dir) == before
-    with trio.fail_after(10):
-        while rig.mode() != "NORMAL":
-            await trio.sleep(0.05)
+    await wait_until(lambda: rig.mode() == "NORMAL", 10)
     # The storage keeps working.
     assert "Restore" in await children(mtp, storage, 0xFFFFFFFF)
 
@@ -342,9 +332,10 @@ async def test_a_handle_listed_in_one_session_reads_in_the_next(rig: Rig) -> Non
     _, listing, _, _ = await take_backup(rig)
     handle = listing[next(n for n in listing if n.endswith(".mbak"))]
     assert (await rig.mtp.close_session()).ok
-    with trio.fail_after(10):
-        while rig.mode() != "NORMAL":
-            await trio.sleep(0.05)
+    # Known race: the provider sets Normal before its engine connection has closed, and a
+    # new session that connects before the engine has seen that close is refused (InUse).
+    # Polling no faster than a host reopens keeps this test about handles.
+    await wait_until(lambda: rig.mode() == "NORMAL", 10, interval=0.05)
     assert (await rig.mtp.open_session()).ok
     info = await rig.mtp.object_info(handle)  # no listing first: prepared on demand
     assert info.filename.endswith(".mbak")
@@ -377,10 +368,8 @@ async def test_unplugging_in_the_middle_of_a_restore_changes_nothing(rig: Rig) -
         data_header(OperationCode.SEND_OBJECT, tid, len(mbak)) + mbak[:half], end=False
     )
     rig.device.host.unplug()
-    with trio.fail_after(10):
-        while rig.mode() != "NORMAL":
-            await trio.sleep(0.05)
-    await trio.sleep(0.5)
+    # The engine aborts the restore's stage before it reports Normal.
+    await wait_until(lambda: rig.mode() == "NORMAL", 10)
     assert tree_state(rig.owner_dir) == before
     # The responder lives on: plug in again, and the storage answers.
     rig.device.host.plug()

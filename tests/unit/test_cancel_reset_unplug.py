@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import os
 
-import trio
-
 from mtp_responder.core.codes import OperationCode, ResponseCode
 from mtp_responder.core.container import data_header
-from mtp_responder.testing.initiator import Initiator
 
-from .conftest import Device, handle_of, object_info
+from .conftest import Device, handle_of, object_info, still_serving, wait_until
 
 BIG = 8 * 1024 * 1024
 
 
 async def wait_idle(device: Device) -> None:
     """Poll Get Device Status until it stops answering Device Busy."""
-    with trio.fail_after(5):
-        while device.host.device_status_busy():
-            await trio.sleep(0.005)
+    await wait_until(lambda: not device.host.device_status_busy(), 5)
 
 
 def leftovers(device: Device) -> list[str]:
@@ -47,13 +42,9 @@ async def start_big_send(device: Device) -> int:
     tid = await device.mtp.command(OperationCode.SEND_OBJECT)
     first = data_header(OperationCode.SEND_OBJECT, tid, BIG) + b"x" * (1024 * 1024 - 12)
     await device.host.write_transfer(first, end=False)
-    await trio.sleep(0.05)  # let the responder start writing the file
+    # The responder is writing the file once its hidden partial file exists.
+    await wait_until(lambda: bool(leftovers(device)), 5)
     return tid
-
-
-async def still_serving(mtp: Initiator) -> None:
-    ids = await mtp.storage_ids()
-    assert len(ids) == 1
 
 
 # -- Cancel ------------------------------------------------------------------------
@@ -70,7 +61,7 @@ async def test_the_next_transaction_works_after_cancelling_get_object(session: D
     tid = await start_big_get(session)
     session.host.cancel(tid)
     await wait_idle(session)
-    await still_serving(session.mtp)
+    await still_serving(session)
 
 
 async def test_a_cancelled_get_object_can_be_read_again(session: Device) -> None:
@@ -93,7 +84,7 @@ async def test_the_next_transaction_works_after_cancelling_send_object(session: 
     tid = await start_big_send(session)
     session.host.cancel(tid)
     await wait_idle(session)
-    await still_serving(session.mtp)
+    await still_serving(session)
 
 
 async def test_the_same_file_can_be_sent_again_after_a_cancel(session: Device) -> None:
@@ -115,7 +106,7 @@ async def test_a_cancelled_send_object_needs_a_new_object_info(session: Device) 
 async def test_cancel_when_nothing_runs_is_harmless(session: Device) -> None:
     session.host.cancel(99)
     await wait_idle(session)
-    await still_serving(session.mtp)
+    await still_serving(session)
 
 
 # -- Device Reset -------------------------------------------------------------------
@@ -136,7 +127,7 @@ async def test_device_reset_during_send_object_leaves_no_partial_file(session: D
     assert not (session.root / "big.bin").exists()
     assert leftovers(session) == []
     assert (await session.mtp.open_session(2)).ok
-    await still_serving(session.mtp)
+    await still_serving(session)
 
 
 async def test_device_reset_during_get_object_closes_the_session(session: Device) -> None:
@@ -144,17 +135,17 @@ async def test_device_reset_during_get_object_closes_the_session(session: Device
     session.host.device_reset()
     await wait_idle(session)
     assert (await session.mtp.open_session(3)).ok
-    await still_serving(session.mtp)
+    await still_serving(session)
 
 
 # -- unplug ----------------------------------------------------------------------------
 
 
 async def replug(device: Device) -> None:
+    """Unplug, wait until the device has cleaned up after the lost link, plug back in."""
     device.host.unplug()
-    await trio.sleep(0.05)
-    device.host.plug()
     await wait_idle(device)
+    device.host.plug()
 
 
 async def test_unplug_closes_the_session(session: Device) -> None:
@@ -166,7 +157,7 @@ async def test_unplug_closes_the_session(session: Device) -> None:
 async def test_open_session_works_after_replugging(session: Device) -> None:
     await replug(session)
     assert (await session.mtp.open_session(4)).ok
-    await still_serving(session.mtp)
+    await still_serving(session)
 
 
 async def test_unplug_during_send_object_leaves_no_partial_file(session: Device) -> None:

@@ -51,9 +51,12 @@ async def test_the_friendly_name_defaults_to_the_product(session: Device) -> Non
 
 
 async def test_the_friendly_name_can_be_set(session: Device) -> None:
-    assert await set_value(
-        session.mtp, DeviceProp.DEVICE_FRIENDLY_NAME, encode_string("Kitchen frame")
-    ) == ResponseCode.OK
+    assert (
+        await set_value(
+            session.mtp, DeviceProp.DEVICE_FRIENDLY_NAME, encode_string("Kitchen frame")
+        )
+        == ResponseCode.OK
+    )
     assert await value(session.mtp, DeviceProp.DEVICE_FRIENDLY_NAME, DataType.STR) == (
         "Kitchen frame"
     )

@@ -34,7 +34,7 @@ from mtp_responder.core.container import build_params_container
 from mtp_responder.core.datasets import ObjectInfoData, build_object_info, encode_string
 from mtp_responder.operations import Operations
 
-from .conftest import Device, make_config, start_device
+from .conftest import Device, make_config, start_device, still_serving, wait_until
 
 EXAMPLES = int(os.environ.get("MTP_FUZZ_EXAMPLES", "80"))
 """Kept small so the file runs in seconds; raise it for a long hunt."""
@@ -178,23 +178,13 @@ def run(body: Callable[[Device], Awaitable[None]]) -> None:
                 assert (await device.mtp.open_session()).ok
                 await device.mtp.object_handles(parent=0)  # hand out handles 1..3
                 await body(device)
-                await still_serving(device)
+                await still_serving(device, in_session=False)
             nursery.cancel_scope.cancel()
         # Nothing was written next to the storage.
         assert {p.name for p in base.iterdir()} <= {"storage", "state"}
 
     with tempfile.TemporaryDirectory() as tmp, no_unexpected_exceptions():
         trio.run(main, Path(tmp))
-
-
-async def still_serving(device: Device) -> None:
-    """GetDeviceInfo answers with the next transaction id, and nothing else is queued."""
-    tid = device.mtp.next_tid()
-    await device.mtp.command(OperationCode.GET_DEVICE_INFO, tid=tid)
-    data, response = await device.mtp.read_data_or_response(tid)
-    assert response.ok
-    assert data is not None
-    assert device.host._link.in_recv.statistics().current_buffer_used == 0
 
 
 async def one_transaction(
@@ -218,12 +208,10 @@ def test_random_bytes_never_crash_the_responder(transfers: list[bytes]) -> None:
     async def body(device: Device) -> None:
         for raw in transfers:
             await device.host.write_transfer(raw)
-        await trio.sleep(0.01)
+        await wait_until(lambda: device.host.out_queued == 0, 5)
         # A host that lost step cancels; the responder is then idle and in step.
         device.host.cancel(0)
-        with trio.fail_after(5):
-            while device.host.device_status_busy():
-                await trio.sleep(0.002)
+        await wait_until(lambda: not device.host.device_status_busy(), 5)
 
     run(body)
 
@@ -243,11 +231,9 @@ def test_random_containers_never_crash_the_responder(items: list[bytes]) -> None
     async def body(device: Device) -> None:
         for raw in items:
             await device.host.write_transfer(raw)
-        await trio.sleep(0.01)
+        await wait_until(lambda: device.host.out_queued == 0, 5)
         device.host.cancel(0)
-        with trio.fail_after(5):
-            while device.host.device_status_busy():
-                await trio.sleep(0.002)
+        await wait_until(lambda: not device.host.device_status_busy(), 5)
 
     run(body)
 
@@ -308,4 +294,3 @@ def test_random_device_property_values_are_answered(value: bytes, code: int) -> 
 def test_the_command_builder_used_here_makes_well_formed_commands() -> None:
     raw = build_params_container(ContainerType.COMMAND, 0x1001, 7, (1, 2))
     assert struct.unpack_from("<IHHI", raw) == (20, 1, 0x1001, 7)
-

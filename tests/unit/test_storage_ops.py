@@ -83,9 +83,7 @@ async def test_several_storages_have_distinct_ids(nursery: trio.Nursery, tmp_pat
     assert len(set(ids)) == 2
 
 
-async def test_a_removable_read_only_storage_says_so(
-    nursery: trio.Nursery, tmp_path: Path
-) -> None:
+async def test_a_removable_read_only_storage_says_so(nursery: trio.Nursery, tmp_path: Path) -> None:
     device = await two_storages(nursery, tmp_path)
     card = (await device.mtp.storage_ids())[1]
     info = await device.mtp.storage_info(card)
