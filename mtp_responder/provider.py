@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import posixpath
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -239,9 +239,6 @@ class DataProvider(abc.ABC):
         Providers that hold device-wide state for a host (a backup mode)
         must release it here.
         """
-
-
-ProviderFactory = Callable[[str, dict[str, Any], ProviderContext], DataProvider]
 
 
 def join_key(parent_key: str, name: str) -> str:

@@ -34,9 +34,6 @@ class EngineProcess:
             timeout=120,
         )
 
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
 
 def start_engine(
     cfg: EngineConfig, tmp: Path, extra_env: dict[str, str] | None = None
