@@ -61,10 +61,10 @@ import trio
 
 sys.path.insert(0, sys.argv[1])
 import notes_store
-from engine import active
+from engine import sdk
 
 marker, db = Path(sys.argv[2]), Path(sys.argv[3])
-connect = active.ActiveBackupClient.connect
+connect = sdk.ActiveBackupClient.connect
 
 
 @asynccontextmanager
@@ -74,9 +74,9 @@ async def connect_and_say_so(*args, **kwargs):
         yield client
 
 
-active.ActiveBackupClient.connect = connect_and_say_so
+sdk.ActiveBackupClient.connect = connect_and_say_so
 notes_store.open_db(db).close()
-trio.run(active.run_owner, notes_store.NotesOwner(db))
+trio.run(sdk.run_owner, notes_store.NotesOwner(db))
 """
 
 
