@@ -13,8 +13,9 @@ VPY      := $(VENV)/bin/python
 # so do the unit tests of the FunctionFS transport.
 VENV_DEBS := $(if $(shell $(PY) -c 'import ensurepip, venv' 2>/dev/null && echo ok),,python3 python3-venv)
 AIO_DEBS  := libaio1t64/libaio1
-# The VM harness, the real initiators and the reference responder of `make bench`.
-VM_DEBS   := qemu-system-x86 busybox-static cpio kmod mtp-tools gphoto2 usbutils umtp-responder
+# The VM harness, the real initiators (FUSE ones too) and the reference responder of `make bench`.
+VM_DEBS   := qemu-system-x86 busybox-static cpio kmod mtp-tools gphoto2 usbutils umtp-responder \
+             go-mtpfs jmtpfs fuse/fuse3
 
 .PHONY: install debs apt test unit lint e2e bench demo dist clean
 

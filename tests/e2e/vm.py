@@ -61,6 +61,8 @@ GADGET_MODULES = (
     "usb_f_mass_storage",
     # Host-side class driver, so a composite test can see /dev/ttyACM0 appear.
     "cdc_acm",
+    # /dev/fuse, for the FUSE initiators (go-mtpfs, jmtpfs) that mount the device.
+    "fuse",
 )
 MODULES = BOOT_MODULES + GADGET_MODULES
 

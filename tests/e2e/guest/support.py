@@ -512,3 +512,144 @@ def fresh_dir(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
+
+
+# -- FUSE initiators -------------------------------------------------------------------
+
+
+#: The FUSE clients that mount an MTP device as a filesystem (Debian packages).
+FUSE_CLIENTS = ("go-mtpfs", "jmtpfs")
+
+
+def fusermount() -> str:
+    """The FUSE mount helper: ``fusermount3`` (fuse3) or ``fusermount`` (fuse)."""
+    for name in ("fusermount3", "fusermount"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise AssertionError("no fusermount3 or fusermount in the guest (Debian package fuse3/fuse)")
+
+
+def fuse_mounted(mountpoint: Path) -> bool:
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            # /proc/self/mounts writes a space in a path as \040; test mount points have none.
+            if len(parts) > 2 and parts[1] == str(mountpoint) and parts[2].startswith("fuse"):
+                return True
+    return False
+
+
+@dataclass
+class FuseMount:
+    """A FUSE client (``go-mtpfs`` or ``jmtpfs``) mounting the one MTP device present.
+
+    The client runs in the foreground as a child of the test, so its whole output
+    lands in a log file and a broken test can still kill it; every :meth:`mount`
+    is a new client process, so a remount also means a new MTP session.  A client
+    whose requests hang blocks whoever touches the mount point, so the tests only
+    ever look at it through :class:`Tools` (commands with a timeout).
+    """
+
+    client: str
+    mountpoint: Path
+    tools: Tools
+    timeout: float = 60
+    #: go-mtpfs waits 5 s for a USB transfer by default; under TCG the device
+    #: answers some commands (a restore, a listing) more slowly than that.
+    usb_timeout_ms: int = 60_000
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+    mounts: int = 0
+
+    def command(self) -> list[str]:
+        if self.client == "go-mtpfs":
+            return ["go-mtpfs", "-usb-timeout", str(self.usb_timeout_ms), str(self.mountpoint)]
+        if self.client == "jmtpfs":
+            return ["jmtpfs", "-f", str(self.mountpoint)]
+        raise ValueError(f"unknown FUSE client {self.client!r}")
+
+    def mount(self, storage: str) -> Path:
+        """Mount, wait until the storage's directory is listed; returns its path."""
+        if not Path("/dev/fuse").exists():
+            raise AssertionError("no /dev/fuse in the guest (is the fuse module loaded?)")
+        fusermount()
+        if shutil.which(self.client) is None:
+            raise AssertionError(f"{self.client} is not installed (Debian package {self.client})")
+        if self.proc is not None and self.proc.poll() is None:
+            raise AssertionError(f"{self.client} is still running from the previous mount")
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        self.mounts += 1
+        self.log = self.tools.log_dir / f"{self.client}-mount{self.mounts}.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                env=self.tools.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + self.timeout
+        while not fuse_mounted(self.mountpoint):
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"{self.client} exited {self.proc.returncode} without mounting:\n"
+                    f"{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{self.client} did not mount within {self.timeout:.0f}s:\n{self.log_tail()}"
+                )
+            time.sleep(0.1)
+        listing = self.tools.run(
+            ["ls", "-1", self.mountpoint], timeout=self.timeout, name=f"ls-{self.client}-root"
+        )
+        if storage not in listing.stdout.splitlines():
+            raise AssertionError(
+                f"{self.client} does not show the storage {storage!r}: "
+                f"{listing.describe()}\n{self.client} log:\n{self.log_tail()}"
+            )
+        return self.mountpoint / storage
+
+    def unmount(self) -> ToolResult:
+        """``fusermount -u``; the client then exits.  Fails if either does not happen."""
+        result = self.tools.run(
+            [fusermount(), "-u", self.mountpoint],
+            timeout=self.timeout,
+            name=f"fusermount-u-{self.client}",
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"unmounting {self.client}: {result.describe()}")
+        if self.proc is not None:
+            try:
+                self.proc.wait(self.timeout)
+            except subprocess.TimeoutExpired:
+                self.close()
+                raise AssertionError(
+                    f"{self.client} still ran {self.timeout:.0f}s after its unmount:\n"
+                    f"{self.log_tail()}"
+                ) from None
+        return result
+
+    def close(self) -> None:
+        """Whatever state the test left: detach the mount and end the client."""
+        if fuse_mounted(self.mountpoint):
+            self.tools.run(
+                [fusermount(), "-u", "-z", self.mountpoint],
+                timeout=self.timeout,
+                name=f"fusermount-uz-{self.client}",
+            )
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log is None:
+            return "(not mounted yet)"
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return "(no client log)"
+        return "\n".join(text.splitlines()[-lines:])
