@@ -152,7 +152,13 @@ class Operations:
             await provider.session_opened()
 
     async def close_session(self, why: str) -> None:
-        """End the session; providers release device-wide state."""
+        """End the session; providers release device-wide state.
+
+        Never raises: it runs on unplug and Device Reset, where an exception
+        would stop the responder, and every provider's ``session_closed``
+        runs even when an earlier step failed (the Backup & Restore provider
+        returns the engine to Normal there).
+        """
         if not self.session.is_open:
             return
         log.info("closing session %d (%s)", self.session.session_id, why)
@@ -169,11 +175,19 @@ class Operations:
                     log.exception("provider %s failed to close its session", provider.name)
 
     async def _abort_pending(self, pending: PendingObject) -> None:
+        """Discard an announced upload; never raises.
+
+        The upload's folder may be gone (the host deleted it meanwhile), and
+        with it the handle: nothing is left to forget then.
+        """
         try:
             await pending.upload.abort()
         except Exception:
             log.exception("aborting a pending upload failed")
-        sid, key = self.framework.handles.lookup(pending.handle)
+        try:
+            sid, key = self.framework.handles.lookup(pending.handle)
+        except ProviderError:
+            return
         self.framework.handles.forget(sid, key)
 
     # -- helpers ------------------------------------------------------------------
