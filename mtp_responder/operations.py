@@ -81,6 +81,22 @@ def _u64(low: int, high: int) -> int:
     return (high << 32) | low
 
 
+MAX_OFFSET = (1 << 63) - 1
+"""The largest file offset or size the operating system takes (``off_t``)."""
+
+
+def _offset64(low: int, high: int) -> int:
+    """A 64-bit offset or size from two parameters, checked where it is decoded.
+
+    2^63 and more fit MTP's u64 but no ``off_t``: refused as the host's
+    mistake here rather than as an OverflowError deep in a storage.
+    """
+    value = _u64(low, high)
+    if value > MAX_OFFSET:
+        raise ProviderError(ResponseCode.INVALID_PARAMETER, f"offset {value} is beyond 2^63 - 1")
+    return value
+
+
 class Operations:
     """The responder's behaviour, independent of the transport."""
 
@@ -372,7 +388,7 @@ class Operations:
     @operation(OperationCode.GET_PARTIAL_OBJECT_64)
     async def get_partial_object_64(self, tx: Transaction) -> Response:
         handle, low, high, length = tx.params[:4]
-        sent = await self._send_object(tx, handle, _u64(low, high), length)
+        sent = await self._send_object(tx, handle, _offset64(low, high), length)
         return (ResponseCode.OK, (sent,))
 
     @operation(OperationCode.GET_THUMB)
@@ -826,11 +842,12 @@ class Operations:
     @operation(OperationCode.SEND_PARTIAL_OBJECT, data_out=True)
     async def send_partial_object(self, tx: Transaction) -> Response:
         handle, low, high, length = tx.params[:4]
+        offset = _offset64(low, high)
         if handle not in self.session.editing:
             await tx.drain()
             return (ResponseCode.GENERAL_ERROR, ())
         sid, storage, entry = await self._editable(handle)
-        upload = await storage.write_at(entry.key, _u64(low, high))
+        upload = await storage.write_at(entry.key, offset)
         written = 0
         try:
             async for chunk in tx.data_chunks():
@@ -852,10 +869,11 @@ class Operations:
     @operation(OperationCode.TRUNCATE_OBJECT)
     async def truncate_object(self, tx: Transaction) -> Response:
         handle, low, high = tx.params[:3]
+        size = _offset64(low, high)
         if handle not in self.session.editing:
             return (ResponseCode.GENERAL_ERROR, ())
         sid, storage, entry = await self._editable(handle)
-        await storage.truncate(entry.key, _u64(low, high))
+        await storage.truncate(entry.key, size)
         self.framework.host_changed(sid, entry.key)
         return OK
 
