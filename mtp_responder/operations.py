@@ -229,9 +229,7 @@ class Operations:
                 if recursive and entry.is_folder:
                     stack.append(entry.key)
 
-    async def _select(
-        self, storage_param: int, parent: int, format_code: int
-    ) -> list[ObjectView]:
+    async def _select(self, storage_param: int, parent: int, format_code: int) -> list[ObjectView]:
         """Objects named by GetObjectHandles-style parameters."""
         views: list[ObjectView] = []
         fw = self.framework
@@ -313,15 +311,19 @@ class Operations:
     async def get_storage_info(self, tx: Transaction) -> Response:
         storage = self.framework.storage(tx.params[0])
         d = storage.describe()
-        payload = struct.pack(
-            "<HHHQQI",
-            d.storage_type,
-            0x0002,  # generic hierarchical
-            d.access,
-            d.max_capacity,
-            d.free_space,
-            d.free_objects,
-        ) + encode_string(d.description) + encode_string(d.volume_label)
+        payload = (
+            struct.pack(
+                "<HHHQQI",
+                d.storage_type,
+                0x0002,  # generic hierarchical
+                d.access,
+                d.max_capacity,
+                d.free_space,
+                d.free_objects,
+            )
+            + encode_string(d.description)
+            + encode_string(d.volume_label)
+        )
         await tx.send(payload)
         return OK
 
@@ -755,9 +757,10 @@ class Operations:
                 views = await self._select(ALL, 0 if depth == ALL else ALL, format_code)
         elif depth == 0:
             views = [await self._view(handle)]
-            if format_code not in (0, ALL) and prop_value(
-                PROPERTIES[ObjectProp.OBJECT_FORMAT], views[0]
-            ) != format_code:
+            if (
+                format_code not in (0, ALL)
+                and prop_value(PROPERTIES[ObjectProp.OBJECT_FORMAT], views[0]) != format_code
+            ):
                 views = []
         else:
             views = await self._descendants(handle, recursive=depth == ALL, format_code=format_code)
@@ -879,8 +882,10 @@ class Operations:
 
 
 def _refuse_into_itself(entry: ObjectEntry, parent_key: str, same_storage: bool) -> None:
-    if same_storage and entry.is_folder and (
-        parent_key == entry.key or parent_key.startswith(entry.key + "/")
+    if (
+        same_storage
+        and entry.is_folder
+        and (parent_key == entry.key or parent_key.startswith(entry.key + "/"))
     ):
         raise ProviderError(ResponseCode.INVALID_PARENT_OBJECT, "cannot move a folder into itself")
 

@@ -167,6 +167,7 @@ class Connection:
                 self._events.append(DataStart(header.code, header.transaction_id, self._remaining))
                 if self._remaining == 0:
                     self._finish_data(complete=True)
+                    return self._after_data(view)
                 return view
             else:
                 self._bad(
@@ -210,20 +211,26 @@ class Connection:
         rest = view[take:]
         if self._remaining == 0:
             self._finish_data(complete=True)
-            if rest:
-                # Bytes beyond the announced length within the same transfer:
-                # a responder drops them; to an initiator they are a responder
-                # that forgot the zero-length packet and ran its response
-                # into the data phase.
-                if self.role is Role.INITIATOR:
-                    self._bad(
-                        "trailing bytes after a data container",
-                        ResponseCode.GENERAL_ERROR,
-                        discard=True,
-                    )
-                self._state = _State.DISCARD
-                return memoryview(b"")
+            return self._after_data(rest)
         return rest
+
+    def _after_data(self, rest: memoryview) -> memoryview:
+        """What follows a data container's announced end in the same transfer.
+
+        Never a new container, whether the container was empty or not: a
+        transfer holds one container, so a command hidden behind a data
+        payload must not run.  A responder drops the surplus up to the end
+        of the transfer; to an initiator it is a responder that forgot the
+        zero-length packet and ran its response into the data phase.
+        """
+        if not rest:
+            return rest
+        if self.role is Role.INITIATOR:
+            self._bad(
+                "trailing bytes after a data container", ResponseCode.GENERAL_ERROR, discard=True
+            )
+        self._state = _State.DISCARD
+        return memoryview(b"")
 
     def _finish_data(self, *, complete: bool) -> None:
         self._events.append(DataEnd(complete))

@@ -236,6 +236,24 @@ def test_bytes_beyond_the_announced_length_are_dropped() -> None:
     assert feed(conn, (command(0x1001, 2), True)) == [Command(0x1001, 2, ())]
 
 
+@pytest.mark.parametrize("length", [0, 4], ids=["zero-length", "four-bytes"])
+def test_a_command_after_a_data_containers_announced_end_is_never_parsed(length: int) -> None:
+    # Surplus bytes in the transfer are dropped whatever the announced length.
+    conn = Connection()
+    hidden = command(OperationCode.DELETE_OBJECT, 2, 7)
+    evs = feed(conn, (data_header(SEND, 1, length) + b"p" * length + hidden, True))
+    assert evs == [DataStart(SEND, 1, length), *([DataChunk(b"pppp")] if length else []), DataEnd()]
+    assert feed(conn, (command(0x1001, 3), True)) == [Command(0x1001, 3, ())]
+
+
+def test_surplus_after_a_zero_length_data_container_is_dropped_until_the_transfer_ends() -> None:
+    conn = Connection()
+    hidden = command(OperationCode.DELETE_OBJECT, 2, 7)
+    evs = feed(conn, (data_header(SEND, 1, 0) + hidden[:4], False), (hidden[4:], True))
+    assert evs == [DataStart(SEND, 1, 0), DataEnd()]
+    assert feed(conn, (command(0x1001, 3), True)) == [Command(0x1001, 3, ())]
+
+
 def test_a_data_container_shorter_than_its_header_is_an_invalid_dataset() -> None:
     raw = struct.pack("<IHHI", 8, ContainerType.DATA, SEND, 3)
     evs = feed(Connection(), (raw, True))
@@ -332,3 +350,12 @@ def test_bytes_after_a_data_container_are_a_bad_container_to_an_initiator() -> N
     response = build_params_container(ContainerType.RESPONSE, ResponseCode.OK, 4)
     conn.receive_data(data_header(OperationCode.GET_OBJECT, 4, 1) + b"a" + response, True)
     assert isinstance(events(conn)[-1], BadContainer)
+
+
+def test_bytes_after_an_empty_data_container_are_a_bad_container_to_an_initiator() -> None:
+    conn = Connection(Role.INITIATOR)
+    response = build_params_container(ContainerType.RESPONSE, ResponseCode.OK, 4)
+    conn.receive_data(data_header(OperationCode.GET_OBJECT, 4, 0) + response, True)
+    evs = events(conn)
+    assert isinstance(evs[-1], BadContainer)
+    assert not any(isinstance(e, Response) for e in evs)
