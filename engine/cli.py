@@ -73,12 +73,20 @@ def cmd_owners(args: argparse.Namespace) -> int:
                 kinds.append("passive")
             if o.passive & 0x01:
                 kinds.append("public")
-            print(
+            line = (
                 f"{format_sid(o.sid)}  {o.name:<24} {'+'.join(kinds) or '-':<22} "
                 f"common=0x{int(o.common):02x} passive=0x{int(o.passive):02x} "
                 f"active=0x{int(o.active):02x} drives={''.join(o.drives)}"
             )
+            if o.disabled is not None:
+                line += f"  disabled: {_one_line(o.disabled)}"
+            print(line)
     return 0
+
+
+def _one_line(text: str) -> str:
+    """Text from a registration file, made safe for one line of a listing."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
 
 
 def cmd_status(args: argparse.Namespace) -> int:

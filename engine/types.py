@@ -186,6 +186,8 @@ class DataOwnerInfo:
     active: ActiveSettings
     drives: tuple[str, ...]
     package: str | None = None
+    disabled: str | None = None
+    """Why the owner's registration cannot be used (every flag is then off), else None."""
 
     def to_wire(self) -> dict[str, object]:
         return {
@@ -196,11 +198,13 @@ class DataOwnerInfo:
             "active": int(self.active),
             "drives": list(self.drives),
             "package": self.package,
+            "disabled": self.disabled,
         }
 
     @classmethod
     def from_wire(cls, d: dict[str, object]) -> DataOwnerInfo:
         pkg = d.get("package")
+        disabled = d.get("disabled")
         return cls(
             sid=_int(d["sid"]),
             name=str(d["name"]),
@@ -209,6 +213,7 @@ class DataOwnerInfo:
             active=ActiveSettings(_int(d["active"])),
             drives=tuple(str(x) for x in _list(d["drives"])),
             package=None if pkg is None else str(pkg),
+            disabled=None if disabled is None else str(disabled),
         )
 
 

@@ -118,6 +118,7 @@ class DataOwner:
             passive=self.passive_settings(),
             active=self.active_settings(),
             drives=self.drives,
+            disabled=self.registration.disabled_reason,
         )
 
     def private_dir(self, config: EngineConfig, drive: str) -> Path:

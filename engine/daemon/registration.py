@@ -4,7 +4,9 @@ Registration files are written by app developers and are often sloppy, so the
 parser is tolerant: unknown elements and attributes, bad SIDs and foreign paths
 are ignored and logged, never fatal; only a file that is not a registration at
 all turns the owner's options off. XML is parsed with defusedxml because the
-files come from any installed app.
+files come from any installed app, so whatever one of them holds is that
+owner's problem alone: the parser never raises, and an owner whose files cannot
+be read is listed disabled, with the reason (``Registration.disabled_reason``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.parsers.expat import ExpatError
 
 from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
@@ -27,6 +30,21 @@ log = logging.getLogger(__name__)
 PRIMARY_NAME = "backup_registration.xml"
 REGISTRATION_RE = re.compile(r"^backup_registration.*\.xml$", re.IGNORECASE)
 MAX_REGISTRATION_BYTES = 1 << 20
+MAX_NAME = 64
+
+PARSE_ERRORS = (
+    ET.ParseError,
+    ExpatError,
+    DefusedXmlException,
+    OSError,
+    LookupError,  # an encoding Python does not know: encoding="bogus"
+    ValueError,  # UnicodeError among them: bytes that are not the declared encoding
+    RecursionError,
+    MemoryError,
+)
+"""What reading and parsing one untrusted XML file can raise."""
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 
 
 @dataclass(frozen=True)
@@ -74,9 +92,27 @@ class Registration:
     system_backup: bool = False
     requires_reboot: bool = False
 
+    fatal: str | None = None
+    _seen_includes: set[str] = field(default_factory=set, repr=False)
+    _seen_excludes: set[str] = field(default_factory=set, repr=False)
+
     def problem(self, text: str) -> None:
         self.problems.append(text)
         log.warning("registration of %s: %s", format_sid(self.sid), text)
+
+    def fail(self, text: str) -> None:
+        """A problem that disables the owner; the first one is the reason shown."""
+        self.parse_failed = True
+        if self.fatal is None:
+            self.fatal = text
+        self.problem(text)
+
+    @property
+    def disabled_reason(self) -> str | None:
+        """Why the owner is listed with every option off, or None if it is not."""
+        if not self.parse_failed:
+            return None
+        return self.fatal or "registration files cannot be used"
 
     @property
     def is_proxy_only(self) -> bool:
@@ -187,13 +223,17 @@ def _parse_selections(reg: Registration, parent: ET.Element, public: bool) -> No
         if rel is None:
             reg.problem(f"ignored passive path {name!r}")
             continue
+        # Sets beside the ordered lists: a 1 MiB file holds tens of thousands of
+        # selections, and a list membership test per selection is quadratic.
         if include:
-            if rel not in reg.includes:
+            if rel not in reg._seen_includes:
+                reg._seen_includes.add(rel)
                 reg.includes.append(rel)
         else:
             if name.strip().replace("\\", "/").endswith("/") and rel and not rel.endswith("/"):
                 rel += "/"
-            if rel and rel not in reg.excludes:
+            if rel and rel not in reg._seen_excludes:
+                reg._seen_excludes.add(rel)
                 reg.excludes.append(rel)
 
 
@@ -203,25 +243,22 @@ def parse_registration_file(
     """Merge one file into ``reg``; parsing failures mark the owner but never raise."""
     try:
         if path.stat().st_size > MAX_REGISTRATION_BYTES:
-            raise ValueError("file too large")
+            raise ValueError(f"file too large (more than {MAX_REGISTRATION_BYTES} bytes)")
         tree = SafeET.parse(str(path), forbid_dtd=True)
-    except (ET.ParseError, DefusedXmlException, OSError, ValueError) as e:
-        reg.parse_failed = True
-        reg.problem(f"{path.name}: cannot parse: {e}")
+    except PARSE_ERRORS as e:
+        reg.fail(f"{path.name}: cannot parse: {_describe(e)}")
         return
     root = tree.getroot()
     if _tag(root) != "backup_registration":
-        reg.parse_failed = True
-        reg.problem(f"{path.name}: root element is <{_tag(root)}>")
+        reg.fail(f"{path.name}: root element is <{_tag(root)}>")
         return
     ra = _attrs(root)
     version = ra.get("version")
     if version is not None and version.strip() != "1.0":
-        reg.parse_failed = True
-        reg.problem(f"{path.name}: unsupported version {version!r}")
+        reg.fail(f"{path.name}: unsupported version {version!r}")
         return
     if primary and ra.get("name"):
-        reg.name = ra["name"].strip()[:64] or None
+        reg.name = _CONTROL_RE.sub(" ", ra["name"]).strip()[:MAX_NAME].strip() or None
     for el in root:
         tag = _tag(el)
         a = _attrs(el)
@@ -254,14 +291,11 @@ def parse_registration_file(
                 reg.active_type = ActiveType.ACTIVE_ONLY
             cdt = a.get("callback_delay_time")
             if cdt is not None:
-                try:
-                    us = int(cdt.strip())
-                except ValueError:
-                    us = 0
-                if us > 0:
-                    reg.callback_timeout = us / 1e6
+                us = _parse_microseconds(cdt)
+                if us is None:
+                    reg.problem(f"invalid callback_delay_time {cdt[:32]!r}")
                 else:
-                    reg.problem(f"invalid callback_delay_time {cdt!r}")
+                    reg.callback_timeout = us / 1e6
         elif tag in ("proxy_data_manager", "cenrep_backup"):
             sid = central_repository if tag == "cenrep_backup" else _parse_hex_sid(a.get("sid"))
             if sid is None or sid == 0 or sid == reg.sid:
@@ -285,6 +319,28 @@ def parse_registration_file(
                     reg.requires_reboot = _yes(a[first])
         else:
             reg.problem(f"{path.name}: ignored element <{tag}>")
+
+
+MAX_CALLBACK_DELAY_US = 10**15
+"""About 31 years; a longer watchdog is not a number anyone meant (and a float
+cannot hold every integer a file can spell)."""
+
+
+def _parse_microseconds(text: str) -> int | None:
+    """A positive decimal integer of ASCII digits, else None (the default applies).
+
+    ``int()`` alone would accept digits of other scripts and numbers whose
+    conversion to seconds overflows a float.
+    """
+    t = text.strip()
+    if not (t.isascii() and t.isdigit()) or len(t) > len(str(MAX_CALLBACK_DELAY_US)):
+        return None
+    us = int(t)
+    return us if 0 < us <= MAX_CALLBACK_DELAY_US else None
+
+
+def _describe(e: BaseException) -> str:
+    return (str(e) or type(e).__name__)[:200]
 
 
 def load_registration(
@@ -312,6 +368,7 @@ def _clear_options(reg: Registration) -> None:
     fresh = Registration(sid=reg.sid, files=reg.files, name=reg.name)
     fresh.has_primary = reg.has_primary
     fresh.parse_failed = True
+    fresh.fatal = reg.fatal or (None if reg.has_primary else "no primary backup_registration.xml")
     fresh.problems = reg.problems
     reg.__dict__.update(fresh.__dict__)
 
