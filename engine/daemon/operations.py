@@ -363,6 +363,7 @@ class RestoreHandler:
         self.stages: dict[tuple[int, str], PassiveStage] = {}
         self.active_files: dict[tuple[int, str, TransferType], Path] = {}
         self.snap_files: dict[tuple[int, str], Path] = {}
+        self.whole: set[tuple[int, str]] = set()
         self.incremental = False
         self.selected: set[int] = set()
         self._f: BinaryIO | None = None
@@ -401,6 +402,8 @@ class RestoreHandler:
                 raise CorruptError(f"{format_sid(e.sid)} has no active data on this device")
             if e.ttype in (TransferType.SYSTEM_DATA, TransferType.SYSTEM_SNAPSHOT):
                 raise CorruptError("system data is not supported")
+            if e.ttype == TransferType.PASSIVE_BASE:
+                self.whole.add((e.sid, e.drive))
         self.selected = wanted
 
     def _stage_for(self, sid: int, d: str) -> PassiveStage:
@@ -458,6 +461,16 @@ class RestoreHandler:
                 snap = Snapshot.from_file(p)
                 self._stage_for(entry.sid, entry.drive).set_snapshot(snap)
 
+    def settle(self) -> None:
+        """Finalise every stage and check it against its snapshot; nothing is committed.
+
+        Runs for all owners before the first swap, so an archive that contradicts
+        itself for any owner is refused as a whole (see engine/README.md, Restore).
+        """
+        for (sid, d), stage in sorted(self.stages.items()):
+            stage.finalize()
+            stage.check_complete((sid, d) in self.whole)
+
     def abort(self) -> None:
         if self._f is not None:
             self._f.close()
@@ -503,6 +516,7 @@ async def restore_archive(
         if not entered and handler.selected:
             entered = True
             await _enter_restore(engine, handler, sids)
+        await trio.to_thread.run_sync(handler.settle)
         await _commit(engine, handler, result)
     except EngineError as e:
         handler.abort()
@@ -538,13 +552,12 @@ async def _enter_restore(engine: Engine, handler: RestoreHandler, sids: list[int
 
 
 async def _commit(engine: Engine, handler: RestoreHandler, result: RestoreResult) -> None:
-    """Swap in passive data owner by owner, then feed active owners their data."""
+    """Swap in the settled passive data owner by owner, then feed active owners their data."""
     registry = engine.registry
     first_error: EngineError | None = None
     done: set[int] = set()
     for (sid, _d), stage in sorted(handler.stages.items()):
         try:
-            await trio.to_thread.run_sync(stage.finalize)
             await trio.to_thread.run_sync(stage.commit)
         except EngineError as e:
             await trio.to_thread.run_sync(stage.abort)

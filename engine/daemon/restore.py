@@ -113,6 +113,8 @@ class PassiveStage:
         self.snapshot: Snapshot | None = None
         self.dirs: dict[str, FileRecord] = {}
         self.skipped: list[str] = []
+        self.received: set[str] = set()
+        self.remaining: dict[str, FileRecord] | None = None
         self.written = 0
         self.max_bytes = max_bytes
         self.staging: Path | None = None
@@ -209,6 +211,7 @@ class PassiveStage:
         rel = safe_relpath(name + ("/" if is_dir and not name.endswith("/") else ""))
         if not self.wants(rel):
             return False
+        self.received.add(rel.rstrip("/"))
         if self.max_bytes is not None and self.written + size > self.max_bytes:
             raise CorruptError("restore data larger than announced")
         try:
@@ -289,7 +292,7 @@ class PassiveStage:
         assert self.staging is not None
         try:
             if self.snapshot is not None:
-                self._apply_deletions(self.snapshot)
+                self.remaining = self._apply_deletions(self.snapshot)
             for rel in sorted(self.dirs, key=lambda p: p.count("/"), reverse=True):
                 r = self.dirs[rel]
                 t = self._target(rel)
@@ -301,9 +304,11 @@ class PassiveStage:
         except OSError as e:
             raise _os_error(e, "finishing the restore") from e
 
-    def _apply_deletions(self, snap: Snapshot) -> None:
+    def _apply_deletions(self, snap: Snapshot) -> dict[str, FileRecord]:
+        """Delete in-scope entries the snapshot does not list; returns what is left."""
         assert self.staging is not None
         present = passive_file_list(self.staging, self.scope.includes, [], set())
+        left = {r.path: r for r in present}
         keep_dirs = set()
         for p in snap.entries:
             parts = p.rstrip("/").split("/")
@@ -319,10 +324,46 @@ class PassiveStage:
             if r.is_dir:
                 try:
                     os.rmdir(t)
+                    del left[r.path]
                 except OSError:
                     pass
             else:
                 os.unlink(t)
+                del left[r.path]
+        return left
+
+    def check_complete(self, whole: bool) -> None:
+        """After :meth:`finalize`: the staging holds exactly what the snapshot lists.
+
+        Every in-scope snapshot entry must be there, of its kind, and a file with
+        the listed size, mtime and mode.  ``whole`` (base data) also requires each
+        entry to have come from the restore data: a base that lacks one would
+        keep the device's copy, old and new mixed.  An increment carries only
+        what changed, so the rest must already be on the device as its base left
+        it.  Raises Corrupt naming the first entry that is not.
+        """
+        if self.snapshot is None or self.remaining is None:
+            raise CorruptError("no passive snapshot: the restore cannot know what should exist")
+        for r in self.snapshot.entries.values():
+            if r.path.startswith(".mbak-part-") or r.path not in self.scope:
+                continue
+            if whole and r.path.rstrip("/") not in self.received:
+                raise CorruptError(
+                    f"{r.path[:200]!r} is in the archive's passive snapshot "
+                    "but not in its passive-base data"
+                )
+            have = self.remaining.get(r.path)
+            ok = have is not None and (
+                r.is_dir or (have.size, have.mtime_ns, have.mode) == (r.size, r.mtime_ns, r.mode)
+            )
+            if ok:
+                continue
+            if whole:
+                raise CorruptError(f"{r.path[:200]!r} differs from the archive's passive snapshot")
+            raise CorruptError(
+                f"{r.path[:200]!r} is not in the increment and differs on the device from "
+                "the increment's snapshot: restore the backup it is based on first"
+            )
 
     def commit(self) -> None:
         """Swap the staging directory in; the old contents are then removed."""

@@ -5,6 +5,11 @@ file) and it routes each member to a handler, hashing every stream's archive byt
 on the way. Nothing is trusted until :meth:`ArchiveIngest.finish` has compared all
 sizes with the manifest and all digests with the trailer; handlers stage data and
 only commit after that.
+
+What the format alone decides is refused here, before a handler sees a member:
+a stream list a restore could not apply whole (:mod:`.contents`), and a member
+that appears twice (the second copy would silently replace the first, against
+the archive's own file list).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Protocol
 
 from ..errors import CorruptError, OverflowEngineError
 from ..types import TransferType, format_sid
+from .contents import check_contents
 from .manifest import (
     FLAG_CHANGED,
     FLAG_OK,
@@ -60,6 +66,8 @@ class ArchiveIngest:
         self._hashers: list[hashlib._Hash] = []
         self._accept = False
         self._trailer = bytearray()
+        self._names: set[str] = set()
+        self._names_of = -1
         self.changed: list[int] = []
         self.verified = False
         self.bytes_in = 0
@@ -95,6 +103,8 @@ class ArchiveIngest:
             e = self.streams[i]
             if _is_files(e) and name.startswith(e.member + "/") and name != e.member + "/":
                 return e, name[len(e.member) + 1 :]
+            if not _is_files(e) and name == e.member:
+                raise CorruptError(f"member {name[:200]!r} appears twice in the archive")
         self._close_stream()
         j = i + 1
         while j < len(self.streams):
@@ -152,6 +162,8 @@ class ArchiveIngest:
             return
         name = info.name + ("/" if info.is_dir and not info.name.endswith("/") else "")
         e, rel = self._select_stream(name)
+        if rel is not None:
+            self._check_unique(e, name, rel)
         self._hash(info.header_bytes)
         self._entries[e.index] += 1
         self._content[e.index] += info.size
@@ -162,6 +174,16 @@ class ArchiveIngest:
             if info.size > limit:
                 raise OverflowEngineError(f"{name[:200]!r} too large")
         self._accept = self.handler.begin_member(e, rel, info)
+
+    def _check_unique(self, e: StreamEntry, name: str, rel: str) -> None:
+        """One member per path in a file stream ("x" and "x/" are the same path)."""
+        if self._names_of != e.index:
+            self._names.clear()
+            self._names_of = e.index
+        key = rel.rstrip("/")
+        if key in self._names:
+            raise CorruptError(f"member {name[:200]!r} appears twice in the archive")
+        self._names.add(key)
 
     def _data(self, data: bytes | memoryview) -> None:
         if self._state == "manifest-data":
@@ -179,6 +201,7 @@ class ArchiveIngest:
             self.manifest = load_manifest(bytes(self._mbuf))
             self._mbuf.clear()
             self.streams = parse_manifest_streams(self.manifest)
+            check_contents(self.manifest.get("mode"), self.manifest.get("kind"), self.streams)
             n = len(self.streams)
             self._consumed = [0] * n
             self._entries = [0] * n

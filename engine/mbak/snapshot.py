@@ -41,7 +41,6 @@ class FileRecord(NamedTuple):
         return self.path.endswith("/")
 
 
-
 def _enc(path: str) -> bytes:
     return path.encode("utf-8", "surrogateescape")
 

@@ -25,6 +25,7 @@ from engine.errors import (
     InUseError,
     TimedOutError,
 )
+from engine.mbak.snapshot import MAGIC as SNAPSHOT_MAGIC
 from engine.types import BackupIncType, BURMode, DataOwnerStatus, TransferType, format_sid
 
 from .conftest import EngineProcess, start_engine, stop_engine
@@ -183,12 +184,22 @@ def _hostile(cfg: EngineConfig, name: str, kind: str) -> bytes:
                 "index": 0,
                 "sid": format_sid(SID),
                 "drive": "c",
+                "type": "passive-snapshot",
+                "member": f"owners/{format_sid(SID)}/c/passive-snapshot",
+                "size": 1024,
+                "entries": 1,
+                "content_bytes": len(SNAPSHOT_MAGIC),
+            },
+            {
+                "index": 1,
+                "sid": format_sid(SID),
+                "drive": "c",
                 "type": "passive-base",
                 "member": f"owners/{format_sid(SID)}/c/files",
                 "size": 1024,
                 "entries": 1,
                 "content_bytes": 0,
-            }
+            },
         ],
     }
     buf = io.BytesIO()
@@ -197,6 +208,9 @@ def _hostile(cfg: EngineConfig, name: str, kind: str) -> bytes:
         ti = tarfile.TarInfo("manifest.json")
         ti.size = len(m)
         tf.addfile(ti, io.BytesIO(m))
+        ti = tarfile.TarInfo(f"owners/{format_sid(SID)}/c/passive-snapshot")
+        ti.size = len(SNAPSHOT_MAGIC)  # an empty file list: one 1024-byte member
+        tf.addfile(ti, io.BytesIO(SNAPSHOT_MAGIC))
         ti = tarfile.TarInfo(f"owners/{format_sid(SID)}/c/files/{name}")
         if kind == "symlink":
             ti.type = tarfile.SYMTYPE
