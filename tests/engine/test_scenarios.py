@@ -161,13 +161,33 @@ async def fetch(c: EngineClient, sid: int, drive: str, t: TransferType) -> bytes
 async def wait_status(
     c: EngineClient, sids: list[int], timeout: float = 20
 ) -> dict[int, DataOwnerStatus]:
+    """Poll until every owner in ``sids`` has a final status; fail naming the others.
+
+    Owners confirm readiness in their own process and time, and the engine
+    publishes no event for it: a poll with a deadline is the only wait that
+    neither hangs nor guesses.
+    """
+    st: dict[int, DataOwnerStatus] = {}
     with trio.move_on_after(timeout):
         while True:
             st = await c.sid_status(sids)
             if all(s.is_final for s in st.values()):
                 return st
-            await trio.sleep(0.1)
-    return await c.sid_status(sids)
+            await trio.sleep(0.05)
+    pending = {format_sid(s): v.name for s, v in st.items() if not v.is_final}
+    raise AssertionError(f"owners not settled after {timeout} s: {pending}")
+
+
+async def wait_log_line(
+    logs: Path, sid: int, line: str, count: int = 1, timeout: float = 20
+) -> None:
+    """Wait until owner ``sid`` has logged ``line`` ``count`` times (its callbacks
+    run in its own process, after the engine call that caused them returned)."""
+    with trio.move_on_after(timeout):
+        while log_lines(logs, sid).count(line) < count:
+            await trio.sleep(0.05)
+        return
+    raise AssertionError(f"{format_sid(sid)} did not log {line!r} x{count} in {timeout} s")
 
 
 def log_lines(logs: Path, sid: int) -> list[str]:
@@ -437,8 +457,9 @@ async def test_s12_s13_active_base_incremental_and_restore(
         await c.all_snapshots_supplied()
         inc = await fetch(c, A1, "c", C.ACTIVE_INCREMENTAL)
         assert inc == b"\0\0\0\0" + b"I" * 8000
+        exits = log_lines(logs, A1).count("exit")
         await c.set_normal()
-        await trio.sleep(2.5)  # launched owners leave after Normal
+        await wait_log_line(logs, A1, "exit", exits + 1)  # launched owners leave after Normal
         await c.list_data_owners()
         await c.set_bur_mode(B.RESTORE_FULL, I_.INCREMENT, ["c"])
         await c.all_system_files_restored()
@@ -447,7 +468,7 @@ async def test_s12_s13_active_base_incremental_and_restore(
         await c.supply_data(A1, "c", C.ACTIVE_BASE, bases[A1])
         await c.supply_data(A1, "c", C.ACTIVE_INCREMENTAL, inc)
         await c.set_normal()
-    await trio.sleep(0.5)
+    await wait_log_line(logs, A1, "restore_complete c")
     lines = log_lines(logs, A1)
     i_base = lines.index("init_restore_base c")
     assert lines[i_base + 1] == "restored 8000 B"
@@ -495,9 +516,9 @@ async def test_s15_s16_proxy_only_and_unlaunchable_owner(
         await c.list_data_owners()
         await c.set_partial_sids([A_CENREP, A_BAD, P2])
         await c.set_bur_mode(B.BACKUP_PARTIAL, I_.BASE, ["c"])
-        st = await wait_status(c, [A_CENREP, A_BAD, P2], timeout=3)
+        st = await wait_status(c, [A_CENREP, P2])
         assert st[A_CENREP] == DataOwnerStatus.NOT_FOUND
-        assert st[A_BAD] == DataOwnerStatus.NOT_CONNECTED
+        assert (await c.sid_status([A_BAD]))[A_BAD] == DataOwnerStatus.NOT_CONNECTED
         assert st[P2] == DataOwnerStatus.READY
         with pytest.raises(NotFoundError):
             await fetch(c, A_CENREP, "c", C.ACTIVE_BASE)
