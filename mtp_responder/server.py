@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import trio
 
 from .core.codes import ContainerType, EventCode, OperationCode, ResponseCode, try_enum
-from .core.connection import PAUSED, Paused, ResponderConnection
+from .core.connection import ABANDONED, PAUSED, Interruption, ResponderConnection
 from .core.container import build_params_container
 from .core.events import BadContainer, Command, DataChunk, DataEnd, DataStart, Event, Response
 from .core.protocol import NeedData
@@ -56,6 +56,9 @@ class Transaction:
         self.nparams = len(command.params)
         self.incomplete = False
         """Set when the host's data phase ended before its announced length."""
+        self.abandoned = False
+        """Set when the host sent its next command instead of the data phase:
+        the transaction ends IncompleteTransfer, without a response."""
 
     # -- host to device -------------------------------------------------------
 
@@ -65,9 +68,18 @@ class Transaction:
         ``self.incomplete`` is set when the transfer ended early.
         """
         server = self._server
+        if self.abandoned:
+            raise ProviderError(
+                ResponseCode.INCOMPLETE_TRANSFER, "the host abandoned the data phase"
+            )
         phase = server.conn.phase
         if phase is Phase.COMMAND:
             event = await server.next_event()
+            if event is ABANDONED:
+                self.abandoned = True
+                raise ProviderError(
+                    ResponseCode.INCOMPLETE_TRANSFER, "a new command came instead of the data phase"
+                )
             if event is PAUSED:
                 # The host moved on to another container; it is held for later.
                 raise ProviderError(ResponseCode.INVALID_DATASET, "expected a data phase")
@@ -202,7 +214,7 @@ class Server:
 
     # -- events from the wire -----------------------------------------------
 
-    async def next_event(self) -> Event | Paused:
+    async def next_event(self) -> Event | Interruption:
         while True:
             event = self.conn.next_event()
             if not isinstance(event, NeedData):
@@ -265,13 +277,21 @@ class Server:
                 code, params = await self.ops.dispatch(tx)
             finally:
                 self._scope = None
-            if self.ops.expects_data(command.code):
+            if self.ops.expects_data(command.code) and not tx.abandoned:
                 try:
                     await tx.drain()
                 except ProviderError:
                     pass
-            log.debug("<- %s %s", try_enum(ResponseCode, code), params)
-            await self._respond(code, params)
+            if tx.abandoned:
+                # The host has moved on: a response now would answer its next command.
+                log.warning(
+                    "transaction %d abandoned by the host before its data phase (%s); not answered",
+                    command.transaction_id,
+                    try_enum(ResponseCode, code),
+                )
+            else:
+                log.debug("<- %s %s", try_enum(ResponseCode, code), params)
+                await self._respond(code, params)
         if scope.cancelled_caught:
             await self._after_cancel(links)
 

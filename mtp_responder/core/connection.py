@@ -31,14 +31,19 @@ from .protocol import NEED_DATA, Connection, NeedData
 from .transaction import Phase, RemoteProtocolError, TransactionState
 
 
-class _Paused(enum.Enum):
+class Interruption(enum.Enum):
+    """What a responder's reader learns instead of the event it waited for."""
+
     PAUSED = enum.auto()
+    """The peer's next event belongs after the open transaction: answer it first."""
+    ABANDONED = enum.auto()
+    """The host sent a new command where the open transaction's data phase
+    was due: that transaction ends without a response (the host would read
+    it as the new command's), and the next event is the new command."""
 
 
-PAUSED = _Paused.PAUSED
-"""The peer's next event belongs after the open transaction: answer it first."""
-Paused = _Paused
-"""The type of :data:`PAUSED`, for annotations."""
+PAUSED = Interruption.PAUSED
+ABANDONED = Interruption.ABANDONED
 
 
 def encode(event: Event) -> bytes:
@@ -92,10 +97,12 @@ class _RoleConnection:
 class ResponderConnection(_RoleConnection):
     """The device's end.
 
-    A host that moves on before a transaction is answered (a new command
-    where a data phase was expected) does not lose that command: it is held
-    and :meth:`next_event` says :data:`PAUSED` until the open transaction has
-    its response, then hands it over.
+    A host that moves on before a transaction is answered does not lose what
+    it sent next.  A new command where a data phase was due ends the open
+    transaction unanswered: :meth:`next_event` says :data:`ABANDONED`, then
+    hands over the command.  Anything else that belongs after the open
+    transaction (a bad container of another one) is held: :meth:`next_event`
+    says :data:`PAUSED` until the open transaction has its response.
     """
 
     role = Role.RESPONDER
@@ -103,17 +110,24 @@ class ResponderConnection(_RoleConnection):
     def __init__(self) -> None:
         super().__init__()
         self._held: Event | None = None
+        """Not yet received: waits for the open transaction's response."""
+        self._next_command: Command | None = None
+        """Received: the command that abandoned the transaction before it."""
 
     def reset(self) -> None:
         super().reset()
         self._held = None
+        self._next_command = None
 
-    def next_event(self) -> Event | NeedData | _Paused:
-        """The host's next event, NEED_DATA, or PAUSED.
+    def next_event(self) -> Event | NeedData | Interruption:
+        """The host's next event, NEED_DATA, PAUSED or ABANDONED.
 
         Raises RemoteProtocolError for what no framing produces (a chunk
         outside a data phase); the event is dropped.
         """
+        if self._next_command is not None:
+            command, self._next_command = self._next_command, None
+            return command
         if self._held is not None:
             event: Event | object = self._held
         else:
@@ -126,6 +140,9 @@ class ResponderConnection(_RoleConnection):
             return PAUSED
         self._held = None
         self.state.receive(event)
+        if isinstance(event, Command) and self.state.abandoned is not None:
+            self._next_command = event
+            return ABANDONED
         return event
 
 

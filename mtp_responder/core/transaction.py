@@ -102,6 +102,11 @@ TOLERATED: dict[tuple[Phase, Kind], Phase] = {
     # A data phase carrying another transaction's id: drained, then the open
     # transaction is answered InvalidTransactionID.
     (Phase.COMMAND, Kind.FOREIGN_DATA_START): Phase.DATA_OUT,
+    # A command where the open transaction's data phase was due: the host
+    # gave up on that transaction (go-mtpfs does, after a SendObject without
+    # its data).  It ends unanswered, since the host reads the next response
+    # as the new command's, and the new command opens its own transaction.
+    (Phase.COMMAND, Kind.COMMAND): Phase.COMMAND,
     # A container that cannot be honoured: answered with the framing's code.
     (Phase.IDLE, Kind.BAD_CONTAINER): Phase.RESPONSE_DUE,
     (Phase.COMMAND, Kind.OWN_BAD_CONTAINER): Phase.RESPONSE_DUE,
@@ -134,6 +139,9 @@ class TransactionState:
         """The open transaction's operation code."""
         self.last_answered: int | None = None
         """The id of the transaction answered last."""
+        self.abandoned: int | None = None
+        """The id of the transaction the open command replaced unanswered
+        (the host sent it where a data phase was due), else ``None``."""
         self._data: _DataCount | None = None
 
     def reset(self) -> None:
@@ -141,6 +149,7 @@ class TransactionState:
         self.phase = Phase.IDLE
         self.transaction_id = None
         self.code = None
+        self.abandoned = None
         self._data = None
 
     @property
@@ -238,6 +247,7 @@ class TransactionState:
     def _enter(self, step: Phase, kind: Kind, event: Event) -> None:
         if kind is Kind.COMMAND:
             assert isinstance(event, Command)
+            self.abandoned = self.transaction_id if self.phase is Phase.COMMAND else None
             self.transaction_id, self.code = event.transaction_id, event.code
         elif kind in (Kind.DATA_START, Kind.FOREIGN_DATA_START):
             assert isinstance(event, DataStart)

@@ -10,13 +10,14 @@ from collections.abc import Callable
 
 import pytest
 
-from mtp_responder.core.codes import OperationCode, ResponseCode
+from mtp_responder.core.codes import ContainerType, OperationCode, ResponseCode
 from mtp_responder.core.connection import (
+    ABANDONED,
     PAUSED,
     InitiatorConnection,
     ResponderConnection,
 )
-from mtp_responder.core.container import HEADER_SIZE, parse_header
+from mtp_responder.core.container import HEADER_SIZE, build_params_container, parse_header
 from mtp_responder.core.events import (
     BadContainer,
     Command,
@@ -209,6 +210,26 @@ def test_a_responder_drains_a_data_phase_of_another_transaction() -> None:
     play(state, (HOST, DataEnd()))
     play(state, (DEVICE, Response(ResponseCode.INVALID_TRANSACTION_ID, 7)))
     assert state.phase is Phase.IDLE
+
+
+def test_a_command_where_the_data_phase_was_due_opens_a_new_transaction() -> None:
+    state = responder()
+    assert play(state, (HOST, Command(SEND, 7, ())), (HOST, Command(GET, 8, ()))) == [
+        Phase.COMMAND,
+        Phase.COMMAND,
+    ]
+    assert (state.transaction_id, state.abandoned) == (8, 7)
+    with pytest.raises(LocalProtocolError, match="response of another transaction"):
+        state.send(Response(ResponseCode.INCOMPLETE_TRANSFER, 7))
+    play(state, (DEVICE, Response(OK, 8)))
+    assert state.last_answered == 8
+
+
+def test_a_command_in_step_abandons_nothing() -> None:
+    state = responder()
+    play(state, (HOST, Command(SEND, 7, ())), (HOST, Command(GET, 8, ())))
+    play(state, (DEVICE, Response(OK, 8)), (HOST, Command(GET, 9, ())))
+    assert state.abandoned is None
 
 
 def test_a_bad_container_with_an_id_is_answered() -> None:
@@ -440,12 +461,33 @@ def test_a_data_header_sent_announces_the_payload_length() -> None:
     assert (header.length, header.transaction_id) == (HEADER_SIZE + 1000, 3)
 
 
-def test_a_command_where_a_data_phase_was_due_is_held_until_the_answer() -> None:
+def test_a_command_where_a_data_phase_was_due_abandons_the_open_transaction() -> None:
     host, device = InitiatorConnection(), ResponderConnection()
     feed(device, host.send(Command(SEND, 3, ())))
-    assert feed(device, InitiatorConnection().send(Command(GET, 4, ()))) == [PAUSED]
+    assert feed(device, InitiatorConnection().send(Command(GET, 4, ()))) == [
+        ABANDONED,
+        Command(GET, 4, ()),
+    ]
+    assert (device.phase, device.state.transaction_id, device.state.abandoned) == (
+        Phase.COMMAND,
+        4,
+        3,
+    )
+    with pytest.raises(LocalProtocolError, match="it carries id 3, the open transaction is 4"):
+        device.send(Response(ResponseCode.INCOMPLETE_TRANSFER, 3))
+    device.send(Response(OK, 4))
+    assert device.phase is Phase.IDLE
+
+
+def test_a_bad_container_of_another_transaction_where_data_was_due_waits_for_the_answer() -> None:
+    host, device = InitiatorConnection(), ResponderConnection()
+    feed(device, host.send(Command(SEND, 3, ())))
+    # An event container is not the host's to send: a bad container of id 4.
+    assert feed(device, build_params_container(ContainerType.EVENT, GET, 4)) == [PAUSED]
     device.send(Response(ResponseCode.INVALID_DATASET, 3))
-    assert device.next_event() == Command(GET, 4, ())
+    bad = device.next_event()
+    assert isinstance(bad, BadContainer) and bad.transaction_id == 4
+    assert device.state.response_due
 
 
 def test_an_initiator_refuses_a_response_run_into_the_data_phase() -> None:
