@@ -98,10 +98,6 @@ def cli(cfgp: Path, *args: str) -> None:
     )
 
 
-def drop_caches() -> None:
-    os.sync()
-
-
 def main() -> int:
     tree_mib = int(os.environ.get("BENCH_TREE_MIB", "1024"))
     big_gib = float(os.environ.get("BENCH_BIG_GIB", "5"))

@@ -145,13 +145,6 @@ class UsbInitiator:
         self.ep_int = pick(usb.util.ENDPOINT_IN, usb.util.ENDPOINT_TYPE_INTR)
         self.mps = self.ep_in.wMaxPacketSize
 
-    @classmethod
-    def open_first(cls, timeout_ms: int = 20000) -> UsbInitiator:
-        devices = find_mtp_devices()
-        if not devices:
-            raise LookupError("no MTP device found")
-        return cls(devices[0], timeout_ms)
-
     def close(self) -> None:
         usb.util.release_interface(self.dev, self.interface)
         usb.util.dispose_resources(self.dev)

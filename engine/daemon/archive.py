@@ -214,7 +214,6 @@ class PlanCursor:
         self.pos = offset
         self._fd: int | None = None
         self._fd_seg = -1
-        self._fd_ok = True
         self._hdr_seg = -1
         self._hdr = b""
         self._trailer: bytes | None = None
@@ -301,7 +300,6 @@ class PlanCursor:
         """
         if self._fd_seg != idx:
             self.close()
-            self._fd_ok = True
             try:
                 self._fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                 self._fd_seg = idx
@@ -312,7 +310,6 @@ class PlanCursor:
             except OSError as e:
                 self._fd = None
                 self._fd_seg = idx
-                self._fd_ok = False
                 if record is not None:
                     self.plan._mark_changed(stream, record.path)
                 elif e.errno != errno.ENOENT:

@@ -132,10 +132,6 @@ class DeviceStatus:
         self._busy = False
         self._halted: tuple[int, ...] = ()
 
-    @property
-    def busy(self) -> bool:
-        return self._busy
-
     def reset(self) -> None:
         """A new link: nothing pending."""
         self._busy = False
