@@ -552,18 +552,15 @@ async def _enter_restore(engine: Engine, handler: RestoreHandler, sids: list[int
 
 
 async def _commit(engine: Engine, handler: RestoreHandler, result: RestoreResult) -> None:
-    """Swap in the settled passive data owner by owner, then feed active owners their data."""
+    """Feed active owners their data, then swap in the settled passive data owner by owner.
+
+    The order of a low-level restore (passive data is committed at the return to
+    Normal, after the active supplies): an owner whose app fails keeps its old
+    files instead of getting new files beside old app data.
+    """
     registry = engine.registry
     first_error: EngineError | None = None
-    done: set[int] = set()
-    for (sid, _d), stage in sorted(handler.stages.items()):
-        try:
-            await trio.to_thread.run_sync(stage.commit)
-        except EngineError as e:
-            await trio.to_thread.run_sync(stage.abort)
-            result.owners.append(OwnerResult(sid, int(e.code), e.message))
-            first_error = first_error or e
-            done.add(sid)
+    failed: set[int] = set()
     actives = sorted({k[0] for k in handler.active_files})
     if actives:
         await registry.wait_ready(actives)
@@ -573,8 +570,6 @@ async def _commit(engine: Engine, handler: RestoreHandler, result: RestoreResult
         TransferType.ACTIVE_INCREMENTAL,
     ]
     for sid in actives:
-        if sid in done:
-            continue
         o = registry.owner(sid)
         try:
             st = registry.status_of(sid)
@@ -605,15 +600,27 @@ async def _commit(engine: Engine, handler: RestoreHandler, result: RestoreResult
                     except BaseException:
                         await sink.abort()
                         raise
-            done.add(sid)
         except EngineError as e:
             result.owners.append(OwnerResult(sid, int(e.code), e.message))
             first_error = first_error or e
+            failed.add(sid)
+    for (sid, _d), stage in sorted(handler.stages.items()):
+        if sid in failed:
+            await trio.to_thread.run_sync(stage.abort)
+            continue
+        try:
+            await trio.to_thread.run_sync(stage.commit)
+        except EngineError as e:
+            await trio.to_thread.run_sync(stage.abort)
+            if sid not in failed:  # another drive of the same owner may fail too
+                result.owners.append(OwnerResult(sid, int(e.code), e.message))
+                first_error = first_error or e
+                failed.add(sid)
     for sid in sorted(handler.selected):
         if not any(r.sid == sid for r in result.owners):
             result.owners.append(OwnerResult(sid, 0, "restored"))
     result.owners.sort(key=lambda r: r.sid)
     if first_error is not None:
         result.code = int(first_error.code)
-        failed = [format_sid(r.sid) for r in result.owners if r.code]
-        result.reason = f"restore failed for {', '.join(failed)}: {first_error.message}"
+        names = [format_sid(r.sid) for r in result.owners if r.code]
+        result.reason = f"restore failed for {', '.join(names)}: {first_error.message}"

@@ -327,3 +327,43 @@ def test_forge_helpers_keep_member_order() -> None:
     ]
     names = [x.name for x in split(forge(m, parts))[1]]
     assert names == ["owners/x/c/passive-snapshot", "owners/x/c/files/b"]
+
+
+BOTH = 0x0AB7E610
+BOTH_XML = (
+    '<backup_registration><passive_backup><include_directory name="\\"/></passive_backup>'
+    '<active_backup process_name="abtester.py" callback_delay_time="1000000"/>'
+    "</backup_registration>"
+)
+
+
+async def test_an_owner_whose_app_fails_the_restore_keeps_its_old_files(tmp_path: Path) -> None:
+    """Files and app data of one owner: the files are swapped in only after the app
+    took its data, so an app that cannot restore leaves the owner's files as they were."""
+    cfg = make_config(tmp_path, ready_timeout=5.0)
+    pd = register(cfg, BOTH, BOTH_XML)
+    make_tree(pd)
+    logs = tmp_path / "ablog"
+    logs.mkdir()
+    ep = start_engine(cfg, tmp_path, {"ABTESTER_LOG": str(logs)})
+    try:
+        async with EngineClient.connect(cfg.socket_path) as c:
+            prep = await c.prepare_backup([BOTH])
+            data = b"".join([x async for x in c.read_archive(prep.archive("full").name)])
+            await c.set_normal()
+        assert f"owners/{format_sid(BOTH)}/c/active-base" in [m.name for m in split(data)[1]]
+    finally:
+        stop_engine(ep)
+    ep = start_engine(
+        cfg, tmp_path, {"ABTESTER_LOG": str(logs), f"ABTESTER_FAULT_{format_sid(BOTH)}": "fail"}
+    )
+    try:
+        _change_device(pd)
+        before = tree_state(pd)
+        async with EngineClient.connect(cfg.socket_path) as c:
+            res = await c.restore_archive(_chunks(data))
+        assert res.code != 0 and format_sid(BOTH) in res.reason, res
+        assert tree_state(pd) == before
+        assert not [n for n in os.listdir(pd.parent) if n.startswith(".mbak")]
+    finally:
+        stop_engine(ep)
