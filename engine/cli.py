@@ -17,7 +17,7 @@ import trio
 from tqdm import tqdm
 
 from .client import SyncEngineClient
-from .daemon.config import EngineConfig
+from .daemon.config import ConfigError, EngineConfig
 from .errors import EngineError
 from .types import format_sid, parse_sid
 
@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.fn(args))
+    except ConfigError as e:
+        print(f"backup-engine: {e.message}", file=sys.stderr)
+        return 2
     except EngineError as e:
         print(f"backup-engine: error {int(e.code)}: {e.message}", file=sys.stderr)
         return 2
