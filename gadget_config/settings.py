@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import re
 import sys
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mtp_responder.config import read_toml
 from mtp_responder.device_config import ConfigError, DeviceConfig, parse_device
 
 DEFAULT_FFS_MOUNT = "/dev/ffs-mtp"
@@ -118,32 +118,48 @@ def _int(table: Mapping[str, Any], key: str, default: int, lo: int, hi: int) -> 
         try:
             value = int(value, 0)
         except ValueError as exc:
-            raise ConfigError(f"{key}: not an integer: {value!r}") from exc
+            raise ConfigError(f"gadget.{key}: not an integer: {value!r}") from exc
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        raise ConfigError(f"gadget.{key}: expected an integer, got {value!r}")
     if not lo <= value <= hi:
-        raise ConfigError(f"{key}: {value:#x} out of range [{lo:#x}, {hi:#x}]")
+        raise ConfigError(f"gadget.{key}: {value:#x} out of range [{lo:#x}, {hi:#x}]")
     return value
 
 
 def _str(table: Mapping[str, Any], key: str, default: str) -> str:
     value = table.get(key, default)
     if not isinstance(value, str):
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
+        raise ConfigError(f"gadget.{key}: expected a string, got {value!r}")
+    if "\x00" in value:
+        raise ConfigError(f"gadget.{key}: contains a NUL character")
+    return value
+
+
+def _bool(table: Mapping[str, Any], key: str, default: bool) -> bool:
+    # ``bool("no")`` is True: a string here is a typo, not a switch.
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"gadget.{key}: expected true or false, got {value!r}")
     return value
 
 
 def _float(table: Mapping[str, Any], key: str, default: float) -> float:
     value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{key}: expected a positive number, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value < float("inf")
+    ):
+        raise ConfigError(f"gadget.{key}: expected a positive number of seconds, got {value!r}")
     return float(value)
 
 
 def _str_list(table: Mapping[str, Any], key: str) -> tuple[str, ...]:
     value = table.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+        raise ConfigError(f"gadget.{key}: expected a list of strings, got {value!r}")
+    if any("\x00" in v for v in value):
+        raise ConfigError(f"gadget.{key}: contains a NUL character")
     return tuple(value)
 
 
@@ -151,7 +167,7 @@ def parse(data: Mapping[str, Any], config_path: Path | None = None) -> Settings:
     """Validate the ``[device]`` and ``[gadget]`` tables of a parsed config."""
     gad = data.get("gadget", {})
     if not isinstance(gad, dict):
-        raise ConfigError("[gadget] must be a table")
+        raise ConfigError("gadget: must be a table")
     device = parse_device(data.get("device", {}))
 
     unknown = sorted(set(gad) - _GADGET_KEYS)
@@ -164,54 +180,63 @@ def parse(data: Mapping[str, Any], config_path: Path | None = None) -> Settings:
     for key, value in (("name", name), ("ffs_instance", instance)):
         if not _NAME_RE.match(value):
             raise ConfigError(f"gadget.{key}: {value!r} is not a valid configfs name")
+    udc = _str(gad, "udc", "")
+    if udc and not _NAME_RE.match(udc):
+        raise ConfigError(f"gadget.udc: {udc!r} is not a UDC name (see /sys/class/udc)")
     extra = _str_list(gad, "extra_functions")
     for fn in extra:
         if not _FUNCTION_RE.match(fn) or fn.startswith("ffs."):
-            raise ConfigError(f"extra_functions: {fn!r} is not a kernel function 'type.instance'")
+            raise ConfigError(
+                f"gadget.extra_functions: {fn!r} is not a kernel function 'type.instance'"
+            )
     attrs_table = gad.get("function_attributes", {})
     if not isinstance(attrs_table, dict):
-        raise ConfigError("gadget.function_attributes must be a table")
+        raise ConfigError("gadget.function_attributes: must be a table")
     function_attributes: dict[str, dict[str, str]] = {}
     for fn, attrs in attrs_table.items():
+        where = f"gadget.function_attributes.{fn}"
         if fn not in extra:
-            raise ConfigError(f"function_attributes.{fn}: not listed in extra_functions")
+            raise ConfigError(f"{where}: not listed in extra_functions")
         if not isinstance(attrs, dict):
-            raise ConfigError(f"function_attributes.{fn} must be a table")
-        function_attributes[fn] = {str(k): _attr_value(v) for k, v in attrs.items()}
+            raise ConfigError(f"{where}: must be a table")
+        function_attributes[fn] = {str(k): _attr_value(f"{where}.{k}", v) for k, v in attrs.items()}
     responder = gad.get("responder_command", [])
     if isinstance(responder, str):
-        raise ConfigError("responder_command: give a list of arguments, not a shell string")
+        raise ConfigError("gadget.responder_command: give a list of arguments, not a shell string")
     mount = _str(gad, "functionfs_mount", DEFAULT_FFS_MOUNT)
     if not mount.startswith("/"):
-        raise ConfigError("functionfs_mount must be an absolute path")
+        raise ConfigError("gadget.functionfs_mount: must be an absolute path")
+    state_dir = _str(gad, "state_dir", str(DEFAULT_STATE_DIR))
+    if not state_dir.startswith("/"):
+        raise ConfigError("gadget.state_dir: must be an absolute path")
     gadget = GadgetSettings(
         name=name,
-        udc=_str(gad, "udc", ""),
+        udc=udc,
         bcd_usb=_int(gad, "bcd_usb", GadgetSettings.bcd_usb, 0x0200, 0xFFFF),
         ffs_instance=instance,
         functionfs_mount=mount,
         configuration=_str(gad, "configuration", GadgetSettings.configuration),
         max_power=_int(gad, "max_power", GadgetSettings.max_power, 0, 900),
-        os_desc=bool(gad.get("os_desc", True)),
+        os_desc=_bool(gad, "os_desc", True),
         os_desc_vendor_code=_int(gad, "os_desc_vendor_code", 0x01, 0x01, 0xFF),
         extra_functions=extra,
         function_attributes=function_attributes,
-        responder_command=_str_list(gad, "responder_command") if responder else (),
+        responder_command=_str_list(gad, "responder_command"),
         responder_log=_str(gad, "responder_log", ""),
         ready_timeout=_float(gad, "ready_timeout", GadgetSettings.ready_timeout),
         stop_timeout=_float(gad, "stop_timeout", GadgetSettings.stop_timeout),
         bind_timeout=_float(gad, "bind_timeout", GadgetSettings.bind_timeout),
-        state_dir=_str(gad, "state_dir", str(DEFAULT_STATE_DIR)),
+        state_dir=state_dir,
     )
     return Settings(device=device, gadget=gadget, config_path=config_path)
 
 
-def _attr_value(value: object) -> str:
+def _attr_value(where: str, value: object) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, int | float | str):
         return str(value)
-    raise ConfigError(f"function attribute value {value!r} must be a scalar")
+    raise ConfigError(f"{where}: {value!r} must be a scalar")
 
 
 def load(path: str | Path | None) -> Settings:
@@ -219,14 +244,7 @@ def load(path: str | Path | None) -> Settings:
     if path is None:
         return parse({}, None)
     p = Path(path).resolve()
-    try:
-        with open(p, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {p}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: {exc}") from exc
-    return parse(data, p)
+    return parse(read_toml(p), p)
 
 
 def format_keys(settings: Settings) -> Sequence[str]:

@@ -1,6 +1,9 @@
 """``mtp-responder``: run the responder on a FunctionFS mount or in loopback.
 
-SIGHUP re-reads the configuration; a configuration that does not validate
+A configuration is checked in full before anything is served: the file,
+every key, and the providers it names (plugins load, storage directories
+exist, options have the right types).  ``--check-config`` runs exactly that
+check.  SIGHUP re-reads the configuration; one that does not pass the check
 is reported and ignored, so a typo never takes a working device down.
 SIGTERM and SIGINT end the session (providers release any backup mode) and
 exit with status 0.
@@ -18,7 +21,7 @@ import trio
 
 from . import __version__
 from .app import Responder
-from .config import Config, ConfigError, load_config
+from .config import LOG_LEVELS, Config, ConfigError, load_config
 from .transport.base import Transport
 
 log = logging.getLogger("mtp_responder")
@@ -40,39 +43,52 @@ def _parser() -> argparse.ArgumentParser:
     )
     where.add_argument("--check-config", action="store_true", help="validate the config and exit")
     parser.add_argument("--log-file", type=Path, help="log here instead of stderr")
-    parser.add_argument("--log-level", help="override the configured log level")
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        help="override the configured log level",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 
 def _setup_logging(config: Config, args: argparse.Namespace) -> None:
     level = (args.log_level or config.log_level).upper()
-    handler: logging.Handler = (
-        logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler()
-    )
+    handler: logging.Handler
+    try:
+        handler = logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler()
+    except OSError as exc:
+        raise ConfigError(f"--log-file: {args.log_file}: {exc.strerror or exc}") from exc
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
 
 
-async def _serve_reloading(args: argparse.Namespace, config: Config, transport: Transport) -> None:
+def _checked(path: Path | None) -> tuple[Config, Responder]:
+    """The configuration and a responder built from it: the whole check of a start."""
+    config = load_config(path)
+    return config, Responder(config)
+
+
+async def _serve_reloading(
+    args: argparse.Namespace, responder: Responder, transport: Transport
+) -> None:
     """Run a responder; on SIGHUP build a new one from the re-read config."""
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
         while True:
-            responder = Responder(config)
             async with trio.open_nursery() as nursery:
                 await nursery.start(responder.run, transport)
                 async for signum in signals:
                     if signum == signal.SIGHUP:
                         try:
-                            new = load_config(args.config)
+                            config, new = _checked(args.config)
                         except ConfigError as exc:
                             log.error("SIGHUP: keeping the running configuration: %s", exc)
                             continue
                         log.info("SIGHUP: configuration reloaded")
-                        config = new
-                        logging.getLogger().setLevel(args.log_level or config.log_level.upper())
+                        logging.getLogger().setLevel((args.log_level or config.log_level).upper())
                     else:
                         log.info("%s: shutting down", signal.Signals(signum).name)
                         await responder.shutdown()
@@ -80,12 +96,14 @@ async def _serve_reloading(args: argparse.Namespace, config: Config, transport: 
                         return
                     await responder.shutdown()
                     nursery.cancel_scope.cancel()
+                    responder = new
                     break
 
 
-async def _run_functionfs(args: argparse.Namespace, config: Config) -> None:
+async def _run_functionfs(args: argparse.Namespace, responder: Responder) -> None:
     from .transport.functionfs import FunctionFSTransport
 
+    config = responder.config
     transport = FunctionFSTransport(
         args.functionfs,
         buffer_size=config.transport.buffer_size,
@@ -95,17 +113,16 @@ async def _run_functionfs(args: argparse.Namespace, config: Config) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(transport.serve)
         log.info("descriptors written to %s; the UDC may be bound", args.functionfs)
-        await _serve_reloading(args, config, transport)
+        await _serve_reloading(args, responder, transport)
         nursery.cancel_scope.cancel()
 
 
-async def _run_loopback(config: Config) -> int:
+async def _run_loopback(responder: Responder) -> int:
     from .core.codes import ResponseCode
     from .testing.initiator import Initiator
     from .transport.loopback import loopback_pair
 
     transport, host = loopback_pair()
-    responder = Responder(config)
     async with trio.open_nursery() as nursery:
         await nursery.start(responder.run, transport)
         mtp = Initiator(host)
@@ -128,18 +145,19 @@ async def _run_loopback(config: Config) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = load_config(args.config)
+        config, responder = _checked(args.config)
+        if not args.check_config:
+            _setup_logging(config, args)
     except ConfigError as exc:
         print(f"mtp-responder: {exc}", file=sys.stderr)
         return 2
     if args.check_config:
         print(f"{args.config or 'defaults'}: OK")
         return 0
-    _setup_logging(config, args)
     try:
         if args.loopback:
-            return trio.run(_run_loopback, config)
-        trio.run(_run_functionfs, args, config)
+            return trio.run(_run_loopback, responder)
+        trio.run(_run_functionfs, args, responder)
     except (LookupError, ValueError) as exc:
         log.error("%s", exc)
         print(f"mtp-responder: {exc}", file=sys.stderr)

@@ -100,15 +100,32 @@ def _default_providers() -> dict[str, Any]:
     }
 
 
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML document at ``path``, or a :class:`ConfigError` naming the file and the problem.
+
+    TOML files are UTF-8; an editor that saved Latin-1 gets told where, rather
+    than a decoding traceback.  ``mtp-gadget`` reads the same file through here.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: line {line}: byte {raw[exc.start]:#04x} is not UTF-8"
+            " (a TOML file must be saved as UTF-8)"
+        ) from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+
 def load_config(path: Path | None) -> Config:
     """Read and validate ``path``; ``None`` gives the defaults."""
     if path is None:
         return parse_config({})
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return parse_config(data, source=path)
+    return parse_config(read_toml(path), source=path)
