@@ -62,7 +62,10 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
             raise ConfigError(f"log_level: {level!r} is not one of {', '.join(LOG_LEVELS)}")
         config.log_level = level
     if "state_dir" in data:
-        config.state_dir = Path(expect("state_dir", data["state_dir"], str))
+        state_dir = expect("state_dir", data["state_dir"], str)
+        if not state_dir or "\x00" in state_dir:
+            raise ConfigError("state_dir: must be a non-empty path without NUL")
+        config.state_dir = Path(state_dir)
 
     # The same parser as mtp-gadget's: USB and MTP describe the device alike.
     config.device = parse_device(data.get("device", {}))

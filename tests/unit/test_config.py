@@ -219,6 +219,11 @@ def test_the_gadget_table_is_left_to_its_owner_but_must_be_a_table() -> None:
     assert error_for({"gadget": 3}) == "gadget: expected dict, got int"
 
 
+def test_a_state_dir_must_be_a_usable_path() -> None:
+    assert error_for({"state_dir": ""}).startswith("state_dir: must be a non-empty path")
+    assert error_for({"state_dir": "/var/a\x00b"}).startswith("state_dir: must be")
+
+
 def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "missing.toml")
