@@ -72,6 +72,16 @@ Protection
     answers PartialDeletion).  A read-only storage refuses every change
     with StoreReadOnly.
 
+Copies (CopyObject)
+    A copy is made under a hidden temporary name and renamed into place
+    when complete.  It runs in chunks of a few MiB and stops between two of
+    them when the host cancels, removing the temporary copy: the device is
+    idle again within milliseconds and the host never finds a copy it
+    cancelled.  Holes of a sparse file stay holes (a file that
+    TruncateObject grew is copied without writing its hole), and the free
+    space is checked before anything is written against exactly the data
+    the copy will write; StoreFull otherwise.
+
 Edits (SendPartialObject)
     Bytes land in the file as they arrive; an aborted edit keeps what was
     written, as on Android.  New files, in contrast, are all or nothing.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -38,6 +39,7 @@ from mtp_responder.provider import (
     validate_name,
 )
 
+from ._copy import bytes_to_write, copy_file
 from ._fsutil import FileStat, filesystem_type, rename_noreplace, stat_path
 from .options import StorageOptions
 
@@ -400,15 +402,16 @@ class FileStorage(Storage):
             vfs = self.statvfs(self.root)
         return vfs.f_bavail * vfs.f_frsize
 
-    def _check_space(self, folder: str, size: int) -> None:
-        if size <= 0:
-            return
-        if size > _FAT_MAX_FILE:
+    def _check_space(self, folder: str, size: int, largest: int | None = None) -> None:
+        """Refuse up front what cannot fit: ``size`` bytes to write into ``folder``,
+        in files of at most ``largest`` bytes (``size`` when not given)."""
+        largest = size if largest is None else largest
+        if largest > _FAT_MAX_FILE:
             with _mapped():
                 dev = os.stat(folder).st_dev
             if self._fs_type(dev) in _FAT_FS:
                 raise ProviderError(ResponseCode.OBJECT_TOO_LARGE, "FAT holds at most 4 GiB - 1")
-        if size > self._free_bytes():
+        if size > 0 and size > self._free_bytes():
             raise ProviderError(ResponseCode.STORE_FULL, f"{size} bytes do not fit")
 
     def _apply_owner(self, path: str, mode: int | None) -> None:
@@ -575,9 +578,11 @@ class FileStorage(Storage):
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise provider_error(exc) from exc
-            # A filesystem mounted inside the storage: copy, then delete.
+            # A filesystem mounted inside the storage: copy, then delete.  Once
+            # the copy is in place the move is finished even if the host cancels.
             await self._copy_into(found, folder, found.name)
-            await trio.to_thread.run_sync(self._remove_any, found.entry_path)
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._remove_any, found.entry_path)
         return self._stat_entry(new_key)
 
     @classmethod
@@ -618,11 +623,13 @@ class FileStorage(Storage):
         folder = self._folder(new_parent_key)
         self._refuse_into_itself(found, folder, follow=True)
         name = self.free_name(folder, found.name, found.st.is_dir)
-        if found.st.is_dir:
-            needed = await trio.to_thread.run_sync(_tree_size, found.real_path)
-        else:
-            needed = found.st.size
-        self._check_space(folder, needed)
+        try:
+            needed, largest = await trio.to_thread.run_sync(
+                bytes_to_write, found.real_path, found.st.is_dir, trio.from_thread.check_cancelled
+            )
+        except OSError as exc:
+            raise provider_error(exc) from exc
+        self._check_space(folder, needed, largest)
         await self._copy_into(found, folder, name)
         return self._stat_entry(join_key(new_parent_key, name))
 
@@ -638,22 +645,32 @@ class FileStorage(Storage):
 
     def _copy_sync(self, src: str, is_dir: bool, folder: str, name: str) -> None:
         """Copy under a temporary name and rename at the end, so that a
-        failed copy (disk full half way) leaves nothing and the host never
-        sees a half-copied tree.  Data is streamed by the kernel
-        (sendfile / copy_file_range), never read whole."""
+        failed copy (disk full half way) or a cancelled one leaves nothing
+        and the host never sees a half-copied tree.
+
+        Runs in a worker thread; see :mod:`._copy` for how a host Cancel
+        stops it between two chunks (``Cancelled`` is raised here, and the
+        temporary copy removed before it reaches the transaction).
+        """
+        checkpoint = trio.from_thread.check_cancelled
         temp = self._temp_name(folder)
         try:
             if is_dir:
                 shutil.copytree(
-                    src, temp, symlinks=True, ignore=shutil.ignore_patterns(TEMP_PREFIX + "*")
+                    src,
+                    temp,
+                    symlinks=True,
+                    ignore=shutil.ignore_patterns(TEMP_PREFIX + "*"),
+                    copy_function=functools.partial(copy_file, checkpoint=checkpoint),
                 )
                 if self.options.uid is not None or self.options.gid is not None:
                     for dirpath, dirnames, filenames in os.walk(temp):
                         for child in dirnames + filenames:
                             self._apply_owner(os.path.join(dirpath, child), None)
             else:
-                shutil.copy2(src, temp)
+                copy_file(src, temp, checkpoint)
             self._apply_owner(temp, None)
+            checkpoint()  # the last moment a Cancel undoes the copy
             rename_noreplace(temp, os.path.join(folder, name))
         except BaseException:
             with contextlib.suppress(OSError):
@@ -705,15 +722,6 @@ class FileStorage(Storage):
         except OSError as exc:
             raise provider_error(exc) from exc
         return self._stat_entry(key)
-
-
-def _tree_size(path: str) -> int:
-    total = 0
-    for dirpath, _dirnames, filenames in os.walk(path):
-        for name in filenames:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-    return total
 
 
 def _write_all(fd: int, data: bytes | memoryview, offset: int | None = None) -> None:
