@@ -17,7 +17,7 @@ AIO_DEBS  := libaio1t64/libaio1
 VM_DEBS   := qemu-system-x86 busybox-static cpio kmod mtp-tools gphoto2 usbutils umtp-responder \
              go-mtpfs jmtpfs fuse/fuse3
 
-.PHONY: install debs apt test unit lint e2e bench demo dist clean
+.PHONY: install debs apt test unit lint e2e bench demo dist clean fuzz soak
 
 # $(call ensure_debs,PACKAGES): install those not installed yet; one apt-get
 # update, only when something is missing.  Not Debian: say what is needed.
@@ -80,6 +80,16 @@ test: lint unit e2e
 
 bench: install apt
 	@for b in bench/bench_*.py; do echo "== $$b"; $(VPY) $$b || exit 1; done
+
+# Fuzzing with a large budget (inputs per target; the normal unit run uses a
+# small fixed-seed one) and a bounded soak; neither is part of `make test`.
+FUZZ_EXAMPLES ?= 20000
+fuzz: install
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VPY) -m pytest -p no:cacheprovider --timeout=0 -q tests/fuzz
+
+SOAK_SECONDS ?= 1200
+soak: install
+	SOAK_SECONDS=$(SOAK_SECONDS) $(VPY) bench/soak.py
 
 demo: install apt
 	$(VPY) -m tests.e2e.harness --demo
