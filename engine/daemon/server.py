@@ -38,6 +38,8 @@ PEERCRED = struct.Struct("3i")
 READ_CHUNK = 1 << 20
 """Bytes per archive read: large, since each costs a thread hop and a frame,
 yet under the protocol's 4 MiB frame limit."""
+CLIENT_HANDOVER_GRACE = 2.0
+"""Seconds a new backup client waits for its predecessor's connection to finish closing."""
 
 
 @dataclass(eq=False)
@@ -253,8 +255,14 @@ class EngineServer:
         if role == "client":
             if peer.uid not in self.config.client_uids:
                 raise AccessDeniedError(f"uid {peer.uid} may not act as a backup client")
-            if self.client is not None and not self.client.conn.closed:
-                raise InUseError("another backup client is connected")
+            previous = self.client
+            if previous is not None and not previous.conn.closed:
+                # A client that has just hung up may have its end of connection still
+                # unread here: give it a moment before calling it connected.
+                with trio.move_on_after(CLIENT_HANDOVER_GRACE):
+                    await previous.conn.closed_event.wait()
+                if not previous.conn.closed:
+                    raise InUseError("another backup client is connected")
             self.client = peer
         elif role == "owner":
             sid = _int(req.args, "sid")

@@ -332,10 +332,9 @@ async def test_a_handle_listed_in_one_session_reads_in_the_next(rig: Rig) -> Non
     _, listing, _, _ = await take_backup(rig)
     handle = listing[next(n for n in listing if n.endswith(".mbak"))]
     assert (await rig.mtp.close_session()).ok
-    # Known race: the provider sets Normal before its engine connection has closed, and a
-    # new session that connects before the engine has seen that close is refused (InUse).
-    # Polling no faster than a host reopens keeps this test about handles.
-    await wait_until(lambda: rig.mode() == "NORMAL", 10, interval=0.05)
+    # A host reopens at once: the next session's engine connection must not find the
+    # previous one still closing.
+    await wait_until(lambda: rig.mode() == "NORMAL", 10, interval=0.005)
     assert (await rig.mtp.open_session()).ok
     info = await rig.mtp.object_info(handle)  # no listing first: prepared on demand
     assert info.filename.endswith(".mbak")
@@ -375,3 +374,79 @@ async def test_unplugging_in_the_middle_of_a_restore_changes_nothing(rig: Rig) -
     rig.device.host.plug()
     assert (await mtp.open_session()).ok
     assert "Restore" in await children(mtp, storage, 0xFFFFFFFF)
+
+
+# -- how FUSE clients write a file into Restore/ ------------------------------------------
+
+
+async def restore_listing(rig: Rig, storage: int) -> dict[str, int]:
+    return await children(rig.mtp, storage, await folder(rig.mtp, storage, "Restore"))
+
+
+def change_the_owner(rig: Rig) -> None:
+    (rig.owner_dir / "new.txt").write_text("added after the backup")
+    (rig.owner_dir / "d0" / "s0" / "f0.bin").write_bytes(b"modified after the backup")
+
+
+def owner_state(rig: Rig) -> dict[str, object]:
+    keep = ("cache", "NoBackup")
+    return {k: v for k, v in tree_state(rig.owner_dir).items() if not k.startswith(keep)}
+
+
+async def test_an_empty_create_is_kept_as_a_placeholder_not_a_refused_restore(rig: Rig) -> None:
+    """jmtpfs creates a file with SendObjectInfo of size 0 and a SendObject of 0 bytes."""
+    storage, _, _, _ = await take_backup(rig)
+    change_the_owner(rig)
+    before = owner_state(rig)
+    status_before = await read_status(rig, storage)
+    assert await send_into(rig, storage, "Restore", "r.mbak", b"") == ResponseCode.OK
+    assert owner_state(rig) == before
+    assert await read_status(rig, storage) == status_before
+    handle = (await restore_listing(rig, storage))["r.mbak"]
+    assert (await rig.mtp.object_info(handle)).compressed_size == 0
+    # jmtpfs reads the file back before it writes the content.
+    assert await rig.mtp.get_object(handle) == b""
+    await wait_until(lambda: rig.mode() == "NORMAL", 10)
+
+
+async def test_an_empty_create_deleted_and_sent_again_with_content_restores(rig: Rig) -> None:
+    """jmtpfs's cp: empty create, read back, DeleteObject, then the whole file again."""
+    storage, _, mbak, _ = await take_backup(rig)
+    backed_up = owner_state(rig)
+    change_the_owner(rig)
+    assert await send_into(rig, storage, "Restore", "r.mbak", b"") == ResponseCode.OK
+    handle = (await restore_listing(rig, storage))["r.mbak"]
+    assert await rig.mtp.get_object(handle) == b""
+    assert (await rig.mtp.transaction(OperationCode.DELETE_OBJECT, handle)).response.ok
+    assert "r.mbak" not in await restore_listing(rig, storage)
+    assert await send_into(rig, storage, "Restore", "r.mbak", mbak) == ResponseCode.OK
+    assert owner_state(rig) == backed_up
+    status = await read_status(rig, storage)
+    assert "r.mbak: RESTORED" in status and "REFUSED" not in status
+    listing = await restore_listing(rig, storage)
+    assert (await rig.mtp.object_info(listing["r.mbak"])).compressed_size == len(mbak)
+
+
+async def test_an_empty_create_followed_by_the_content_under_the_same_name_restores(
+    rig: Rig,
+) -> None:
+    storage, _, mbak, _ = await take_backup(rig)
+    backed_up = owner_state(rig)
+    change_the_owner(rig)
+    assert await send_into(rig, storage, "Restore", "r.mbak", b"") == ResponseCode.OK
+    assert await send_into(rig, storage, "Restore", "r.mbak", mbak) == ResponseCode.OK
+    assert owner_state(rig) == backed_up
+    assert "r.mbak: RESTORED" in await read_status(rig, storage)
+    assert list(await restore_listing(rig, storage)) == ["status.txt", "r.mbak"]
+
+
+async def test_a_restored_archive_deleted_and_sent_again_restores_again(rig: Rig) -> None:
+    storage, _, mbak, _ = await take_backup(rig)
+    backed_up = owner_state(rig)
+    assert await send_into(rig, storage, "Restore", "r.mbak", mbak) == ResponseCode.OK
+    change_the_owner(rig)
+    handle = (await restore_listing(rig, storage))["r.mbak"]
+    assert (await rig.mtp.transaction(OperationCode.DELETE_OBJECT, handle)).response.ok
+    assert await send_into(rig, storage, "Restore", "r.mbak", mbak) == ResponseCode.OK
+    assert owner_state(rig) == backed_up
+    assert "r.mbak: RESTORED" in await read_status(rig, storage)
