@@ -7,6 +7,13 @@ prepares, and calls :meth:`ActiveBackupClient.confirm_ready`. The engine then
 drives it through the callbacks; each must answer within the owner's
 ``callback_delay_time`` or the engine marks it Failed.
 
+Which data a backup asks for is told plainly: :meth:`ActiveBackupDataClient.begin_backup_data`
+gets a :class:`BackupRequest` (base, or an increment against the snapshot the
+engine supplied in this same backup). Nothing carries over from one backup or
+restore to the next: the SDK forgets supplied snapshots at every mode change and
+calls :meth:`ActiveBackupDataClient.new_mode` before the first callback of a
+new mode, so an app can drop its own per-operation state there.
+
 Sections are at most ``section_size`` bytes (4096 by default); ``finished``/``last``
 means the whole stream is done (engine/README.md, Active owners).
 """
@@ -18,6 +25,8 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import trio
@@ -31,6 +40,30 @@ log = logging.getLogger(__name__)
 SECTION = 4096
 
 
+class DataKind(Enum):
+    """What a backup asks an owner for."""
+
+    BASE = "base"
+    """All of the owner's data."""
+    INCREMENT = "increment"
+    """What changed since :attr:`BackupRequest.snapshot`."""
+
+
+@dataclass(frozen=True)
+class BackupRequest:
+    """One request for an owner's own backup data on one drive.
+
+    An increment is asked for only when the backup client supplied the previous
+    snapshot in this same backup; a snapshot received in an earlier backup or
+    during a restore never makes a base backup an increment.
+    """
+
+    drive: str
+    kind: DataKind
+    snapshot: bytes | None = None
+    """For an increment: the whole previous snapshot, as the owner produced it."""
+
+
 class ActiveBackupDataClient(ABC):
     """The callbacks an active owner implements, async flavour."""
 
@@ -38,8 +71,13 @@ class ActiveBackupDataClient(ABC):
         """No more snapshots are coming; an owner that got none does a base backup."""
         return None
 
+    async def new_mode(self, mode: ModeInfo) -> None:
+        """The engine changed mode since the last callback: drop per-operation state."""
+        return None
+
     async def receive_snapshot_data(self, drive: str, section: bytes, last: bool) -> None:
-        raise NotSupportedError("this owner takes no snapshots")
+        """A supplied snapshot, section by section (the SDK also keeps it whole)."""
+        return None
 
     async def get_expected_data_size(self, drive: str) -> int:
         return 0
@@ -47,8 +85,16 @@ class ActiveBackupDataClient(ABC):
     async def get_snapshot_data(self, drive: str, max_size: int) -> tuple[bytes, bool]:
         raise NotSupportedError("this owner produces no snapshots")
 
-    @abstractmethod
-    async def initialise_get_backup_data(self, drive: str) -> None: ...
+    async def begin_backup_data(self, request: BackupRequest) -> None:
+        """Prepare the data ``request`` asks for; sections follow.
+
+        The default calls :meth:`initialise_get_backup_data`, for owners that
+        tell base from increment themselves.
+        """
+        await self.initialise_get_backup_data(request.drive)
+
+    async def initialise_get_backup_data(self, drive: str) -> None:
+        raise NotSupportedError("this owner implements neither begin_backup_data nor this")
 
     @abstractmethod
     async def get_backup_data_section(self, max_size: int) -> tuple[bytes, bool]: ...
@@ -86,14 +132,20 @@ class BlockingActiveBackupDataClient:
     def all_snapshots_supplied(self) -> None:
         pass
 
+    def new_mode(self, mode: ModeInfo) -> None:
+        pass
+
     def receive_snapshot_data(self, drive: str, section: bytes, last: bool) -> None:
-        raise NotSupportedError("this owner takes no snapshots")
+        pass
 
     def get_expected_data_size(self, drive: str) -> int:
         return 0
 
     def get_snapshot_data(self, drive: str, max_size: int) -> tuple[bytes, bool]:
         raise NotSupportedError("this owner produces no snapshots")
+
+    def begin_backup_data(self, request: BackupRequest) -> None:
+        self.initialise_get_backup_data(request.drive)
 
     def initialise_get_backup_data(self, drive: str) -> None:
         raise NotSupportedError("not implemented")
@@ -136,8 +188,14 @@ class _BlockingAdapter(ActiveBackupDataClient):
     async def all_snapshots_supplied(self) -> None:
         await self._run("all_snapshots_supplied")
 
+    async def new_mode(self, mode: ModeInfo) -> None:
+        await self._run("new_mode", mode)
+
     async def receive_snapshot_data(self, drive: str, section: bytes, last: bool) -> None:
         await self._run("receive_snapshot_data", drive, section, last)
+
+    async def begin_backup_data(self, request: BackupRequest) -> None:
+        await self._run("begin_backup_data", request)
 
     async def get_expected_data_size(self, drive: str) -> int:
         return int(await self._run("get_expected_data_size", drive))  # type: ignore[call-overload]
@@ -203,6 +261,11 @@ class ActiveBackupClient:
         self.section_size = section_size
         self.mode = ModeInfo()
         self._mode_changed = trio.Event()
+        self._modes_seen = 0
+        """Mode changes so far; callbacks compare it with ``_modes_handled``."""
+        self._modes_handled = 0
+        self._snapshots: dict[str, bytes] = {}
+        """Snapshots supplied whole in the current mode, per drive."""
 
     @classmethod
     @asynccontextmanager
@@ -245,6 +308,8 @@ class ActiveBackupClient:
             yield me
 
     def _set_mode(self, m: ModeInfo) -> None:
+        if m != self.mode:
+            self._modes_seen += 1
         self.mode = m
         self._mode_changed.set()
         self._mode_changed = trio.Event()
@@ -283,6 +348,12 @@ class ActiveBackupClient:
         a = req.args
         drive = str(a.get("drive", ""))
         op = req.op
+        if self._modes_handled != self._modes_seen:
+            # Callbacks run one at a time, in order: resetting here, before the
+            # first one of the new mode, never races a callback of the old one.
+            self._modes_handled = self._modes_seen
+            self._snapshots.clear()
+            await cb.new_mode(self.mode)
         if op == "all_snapshots_supplied":
             await cb.all_snapshots_supplied()
         elif op == "get_expected_data_size":
@@ -294,12 +365,19 @@ class ActiveBackupClient:
             if isinstance(proxy_for, int):
                 await cb.initialise_get_proxy_backup_data(proxy_for, drive)
             else:
-                await cb.initialise_get_backup_data(drive)
+                await cb.begin_backup_data(self._backup_request(drive))
             await self._send_sections(req, cb.get_backup_data_section)
         elif op == "receive_snapshot":
-            await self._receive_sections(
-                req, lambda s, last: cb.receive_snapshot_data(drive, s, last)
-            )
+            self._snapshots.pop(drive, None)
+            whole = bytearray()
+
+            async def put(section: bytes, last: bool) -> None:
+                whole.extend(section)
+                await cb.receive_snapshot_data(drive, section, last)
+                if last:
+                    self._snapshots[drive] = bytes(whole)
+
+            await self._receive_sections(req, put)
         elif op == "restore_data":
             proxy_for = a.get("proxy_for")
             if isinstance(proxy_for, int):
@@ -317,6 +395,18 @@ class ActiveBackupClient:
             await cb.terminate_multi_stage_operation()
         else:
             raise NotSupportedError(f"unknown callback {op!r}")
+
+    def _backup_request(self, drive: str) -> BackupRequest:
+        """Base, or an increment against the snapshot supplied in this mode.
+
+        The engine asks for an increment exactly when the previous snapshot of
+        this drive was supplied since the mode began (engine/README.md,
+        Sequencing rules), which is what the SDK has kept.
+        """
+        snapshot = self._snapshots.get(drive)
+        if snapshot is None:
+            return BackupRequest(drive, DataKind.BASE)
+        return BackupRequest(drive, DataKind.INCREMENT, snapshot)
 
     async def _send_sections(self, req: IncomingRequest, get: object) -> None:
         assert callable(get)

@@ -5,9 +5,13 @@ with no command (as the engine does from ``process_name``, with ``$NOTES_DB`` se
 to take part in backup and restore through :mod:`engine.sdk`.
 
 Backup: the database is copied with SQLite's online backup API into a private
-temporary file at ``initialise_get_backup_data`` — a consistent image even while
-the app writes — and streamed from there in sections. The snapshot is the highest
-note id backed up; an increment holds only newer notes, as JSON lines.
+temporary file at ``begin_backup_data`` — a consistent image even while the app
+writes — and streamed from there in sections. The snapshot is the highest note id
+backed up; an increment holds only newer notes, as JSON lines. Whether a backup
+is a base or an increment (and against which snapshot) is what the SDK's
+``BackupRequest`` says, never what an earlier backup or restore left behind: the
+app is resident, and a snapshot it received during a restore must not turn the
+next base backup into an increment.
 Restore: the base image is written to a temporary file and swapped in with
 ``os.replace`` only when complete; increments are applied in one transaction.
 """
@@ -25,7 +29,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.sdk import BlockingActiveBackupDataClient, run_owner
+from engine.sdk import BackupRequest, BlockingActiveBackupDataClient, DataKind, run_owner
+from engine.types import ModeInfo
 
 
 def open_db(path: Path) -> sqlite3.Connection:
@@ -37,37 +42,39 @@ def open_db(path: Path) -> sqlite3.Connection:
 class NotesOwner(BlockingActiveBackupDataClient):
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
-        self.since: int | None = None
         self.backup_file: Path | None = None
         self.reader: object = None
-        self.max_id = 0
+        self.max_id: int | None = None
         self.restore_tmp: Path | None = None
         self.increment = bytearray()
-        self.snapshot_sent = False
+
+    def new_mode(self, mode: ModeInfo) -> None:
+        """Nothing of the last backup or restore is carried into the next one."""
+        self.terminate_multi_stage_operation()
+        self.max_id = None
+        self.increment.clear()
 
     # -- backup
-    def receive_snapshot_data(self, drive: str, section: bytes, last: bool) -> None:
-        self.increment += section
-        if last:
-            self.since = int(json.loads(bytes(self.increment))["max_id"])
-            self.increment.clear()
-
     def get_expected_data_size(self, drive: str) -> int:
         return self.db_path.stat().st_size if self.db_path.exists() else 0
 
-    def initialise_get_backup_data(self, drive: str) -> None:
+    def begin_backup_data(self, request: BackupRequest) -> None:
+        since: int | None = None
+        if request.kind is DataKind.INCREMENT:
+            assert request.snapshot is not None
+            since = int(json.loads(request.snapshot)["max_id"])
         fd, tmp = tempfile.mkstemp(prefix=".notes-backup-", dir=self.db_path.parent)
         os.close(fd)
         self.backup_file = Path(tmp)
         src = open_db(self.db_path)
         try:
             self.max_id = src.execute("SELECT COALESCE(MAX(id), 0) FROM notes").fetchone()[0]
-            if self.since is None:
+            if since is None:
                 dst = sqlite3.connect(tmp)
                 src.backup(dst)  # consistent image, even with writers around
                 dst.close()
             else:
-                rows = src.execute("SELECT id, text FROM notes WHERE id > ?", (self.since,))
+                rows = src.execute("SELECT id, text FROM notes WHERE id > ?", (since,))
                 with open(tmp, "w") as f:
                     for i, t in rows:
                         f.write(json.dumps({"id": i, "text": t}) + "\n")
@@ -83,7 +90,12 @@ class NotesOwner(BlockingActiveBackupDataClient):
         return data, False
 
     def get_snapshot_data(self, drive: str, max_size: int) -> tuple[bytes, bool]:
-        return json.dumps({"max_id": self.max_id}).encode(), True
+        max_id = self.max_id
+        if max_id is None:  # asked before the data: what the data would hold now
+            db = open_db(self.db_path)
+            max_id = db.execute("SELECT COALESCE(MAX(id), 0) FROM notes").fetchone()[0]
+            db.close()
+        return json.dumps({"max_id": max_id}).encode(), True
 
     def terminate_multi_stage_operation(self) -> None:
         self._close_backup()
