@@ -113,18 +113,30 @@ class _Options:
 
     @classmethod
     def parse(cls, name: str, options: dict[str, Any]) -> _Options:
+        """Every option's type and range; a ValueError names ``providers.<name>.<key>``."""
         opts = cls()
         for key, value in options.items():
-            if key == "socket" and isinstance(value, str):
-                opts.socket = value
-            elif key == "idle_timeout" and isinstance(value, int | float) and value > 0:
+            where = f"providers.{name}.{key}"
+            if key == "idle_timeout":
+                # A bool is an int to Python; inf would never release backup mode.
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, int | float)
+                    or not 0 < value < float("inf")
+                ):
+                    raise ValueError(
+                        f"{where}: must be a positive number of seconds, not {value!r}"
+                    )
                 opts.idle_timeout = float(value)
-            elif key == "description" and isinstance(value, str) and value:
-                opts.description = value
-            elif key == "space_path" and isinstance(value, str):
-                opts.space_path = value
+            elif key in ("socket", "description", "space_path"):
+                if not isinstance(value, str) or not value or "\x00" in value:
+                    raise ValueError(f"{where}: must be a non-empty string without NUL")
+                if key == "description" and len(value) > 254:
+                    raise ValueError(f"{where}: longer than 254 characters")
+                setattr(opts, key, value)
             else:
-                raise ValueError(f"providers.{name}.{key}: unknown option or bad value {value!r}")
+                known = "description, idle_timeout, socket, space_path"
+                raise ValueError(f"{where}: unknown option (known: {known})")
         return opts
 
 
