@@ -99,6 +99,12 @@ class Transaction:
             event = await server.next_event()
             if isinstance(event, DataChunk):
                 yield event.data
+            elif event is ABANDONED:
+                self.abandoned = True
+                raise ProviderError(
+                    ResponseCode.INCOMPLETE_TRANSFER,
+                    "a new command came after the data header instead of its payload",
+                )
             else:
                 assert isinstance(event, DataEnd), event
                 self.incomplete = not event.complete
@@ -253,14 +259,18 @@ class Server:
         """A data phase nobody asked for: drop it, answer its transaction."""
         log.warning("data phase without a command (transaction %d)", start.transaction_id)
         links = self._links
+        abandoned = False
         with trio.CancelScope() as scope:  # a host Cancel ends the wait for its end
             self._scope = scope
             try:
                 while self.conn.phase is Phase.STRAY_DATA:
-                    await self.next_event()
+                    abandoned = await self.next_event() is ABANDONED
             finally:
                 self._scope = None
-            if self.conn.state.response_due:
+            if abandoned:
+                # A bare header, then the next command: the host has moved on.
+                log.warning("stray data phase %d abandoned by the host", start.transaction_id)
+            elif self.conn.state.response_due:
                 # Else it trails a command that took no data: one answer per transaction.
                 await self._respond(ResponseCode.GENERAL_ERROR, ())
         if scope.cancelled_caught:
@@ -285,7 +295,7 @@ class Server:
             if tx.abandoned:
                 # The host has moved on: a response now would answer its next command.
                 log.warning(
-                    "transaction %d abandoned by the host before its data phase (%s); not answered",
+                    "transaction %d abandoned by the host before its data (%s); not answered",
                     command.transaction_id,
                     try_enum(ResponseCode, code),
                 )

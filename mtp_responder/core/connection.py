@@ -38,8 +38,9 @@ class Interruption(enum.Enum):
     """The peer's next event belongs after the open transaction: answer it first."""
     ABANDONED = enum.auto()
     """The host sent a new command where the open transaction's data phase
-    was due: that transaction ends without a response (the host would read
-    it as the new command's), and the next event is the new command."""
+    (or, after a bare data header, its first byte) was due: that transaction
+    ends without a response (the host would read it as the new command's),
+    and the next event is the new command."""
 
 
 PAUSED = Interruption.PAUSED
@@ -98,7 +99,8 @@ class ResponderConnection(_RoleConnection):
     """The device's end.
 
     A host that moves on before a transaction is answered does not lose what
-    it sent next.  A new command where a data phase was due ends the open
+    it sent next.  A new command where a data phase was due, or the next
+    transaction's command right after a bare data header, ends the open
     transaction unanswered: :meth:`next_event` says :data:`ABANDONED`, then
     hands over the command.  Anything else that belongs after the open
     transaction (a bad container of another one) is held: :meth:`next_event`

@@ -12,6 +12,11 @@ number of ``DataChunk`` and a ``DataEnd`` so that a 10 GiB object streams
 through a fixed amount of memory.  Whether an event is allowed *now* is not
 decided here but by the transaction state machine (:mod:`.transaction`);
 :mod:`.connection` puts the two together.
+
+A data phase ends with ``DataEnd``, with one exception: a data header that
+came alone in its transfer, followed by a transfer that is exactly the next
+transaction's command (see :meth:`Connection._abandons_bare_header`), ends
+with that ``Command``: the host gave up on the data phase.
 """
 
 from __future__ import annotations
@@ -83,6 +88,10 @@ class Connection:
         self._header_tid = 0
         self._remaining: int | None = None
         self._payload_seen = False
+        self._header_in_transfer = False
+        """A data header arrived in the transfer under way."""
+        self._bare_header = False
+        """A data header ended its transfer and nothing has come since."""
 
     def reset(self) -> None:
         """Forget everything in progress (cancel, device reset, unplug)."""
@@ -99,6 +108,10 @@ class Connection:
         ``end_of_transfer`` means a short (or zero-length) packet ended the
         transfer after ``data``.
         """
+        if self._bare_header:
+            self._bare_header = False
+            if self._abandons_bare_header(data, end_of_transfer):
+                return
         view = memoryview(data)
         while True:
             if self._state is _State.DATA:
@@ -113,8 +126,51 @@ class Connection:
                 break
         if end_of_transfer:
             self._end_transfer()
+            self._header_in_transfer = False
 
     # -- internals ------------------------------------------------------
+
+    def _abandons_bare_header(self, data: bytes, end: bool) -> bool:
+        """Whether ``data``, the transfer after a bare data header, is the
+        host's next command rather than the payload; if so, it is parsed.
+
+        go-mtpfs, when it cannot read the file it uploads, still sends the
+        data header of SendObject alone in its transfer, announcing the whole
+        file, and then its next command with the next transaction id.  Taken
+        as payload, that command would end the data phase short and the
+        responder would answer every later command with the id before it.
+
+        Windows also sends a data header in a transfer of its own, followed
+        by the payload, so the payload must win every doubt.  The command is
+        recognised only when all of these hold: nothing of the data phase
+        arrived after its header; the transfer is exactly one container (a
+        short packet ended it, its length field equals the transfer's length,
+        12 to 32 bytes, a multiple of 4); the type is COMMAND; its transaction
+        id is the data header's plus one.  The trade-off: a file of 12 to 32
+        bytes whose content is exactly such a container, uploaded by a host
+        that sends the header alone, is taken for a command; the upload ends
+        IncompleteTransfer and that "command" is executed.  Its id must be
+        the next one, which no file written before the transfer can know
+        without predicting the host's ids; the announced length is not
+        compared, since go-mtpfs announces the file it failed to read, and a
+        file of that very length must not bring back the desynchronisation.
+        """
+        if self.role is not Role.RESPONDER or not end:
+            return False
+        if not HEADER_SIZE <= len(data) <= HEADER_SIZE + 4 * MAX_PARAMS or len(data) % 4:
+            return False
+        header = parse_header(data)
+        if (
+            header.length != len(data)
+            or header.type != ContainerType.COMMAND
+            or header.transaction_id != self._header_tid + 1
+        ):
+            return False
+        params = parse_params(data[HEADER_SIZE:])
+        self._state = _State.IDLE
+        self._remaining = None
+        self._events.append(Command(header.code, header.transaction_id, params))
+        return True
 
     @property
     def _params_name(self) -> str:
@@ -164,6 +220,7 @@ class Connection:
                     self._remaining = header.length - HEADER_SIZE
                 self._state = _State.DATA
                 self._payload_seen = False
+                self._header_in_transfer = True
                 self._events.append(DataStart(header.code, header.transaction_id, self._remaining))
                 if self._remaining == 0:
                     self._finish_data(complete=True)
@@ -241,7 +298,10 @@ class Connection:
         if self._state is _State.DATA:
             if not self._payload_seen:
                 # The header came in a transfer of its own (Windows does
-                # this); the payload follows in the next transfers.
+                # this); the payload follows in the next transfers, unless
+                # the host gave up on it (go-mtpfs does): only the very
+                # next transfer may say so.
+                self._bare_header = self._header_in_transfer
                 return
             if self._remaining is None:
                 self._finish_data(complete=True)

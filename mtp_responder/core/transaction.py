@@ -64,9 +64,12 @@ class Phase(enum.Enum):
 
 class Kind(enum.Enum):
     """An event as the table sees it: its type, and whether its transaction
-    id is the open transaction's."""
+    id is the open transaction's (or, for a command, the next one's)."""
 
     COMMAND = "command"
+    NEXT_COMMAND = "command of the next transaction before any data byte"
+    """A command carrying the id after the open data phase's, none of whose
+    payload has arrived: the host sent the data header and gave up."""
     DATA_START = "data container"
     FOREIGN_DATA_START = "data container of another transaction"
     DATA_CHUNK = "data chunk"
@@ -107,6 +110,12 @@ TOLERATED: dict[tuple[Phase, Kind], Phase] = {
     # its data).  It ends unanswered, since the host reads the next response
     # as the new command's, and the new command opens its own transaction.
     (Phase.COMMAND, Kind.COMMAND): Phase.COMMAND,
+    # The same after a data header alone (go-mtpfs sends it when it cannot
+    # read the file it uploads): the next transaction's command, before any
+    # payload byte, ends the data phase unanswered.  The framing recognises
+    # it only in a narrow window (protocol.Connection._abandons_bare_header).
+    (Phase.DATA_OUT, Kind.NEXT_COMMAND): Phase.COMMAND,
+    (Phase.STRAY_DATA, Kind.NEXT_COMMAND): Phase.COMMAND,
     # A container that cannot be honoured: answered with the framing's code.
     (Phase.IDLE, Kind.BAD_CONTAINER): Phase.RESPONSE_DUE,
     (Phase.COMMAND, Kind.OWN_BAD_CONTAINER): Phase.RESPONSE_DUE,
@@ -118,6 +127,7 @@ TOLERATED: dict[tuple[Phase, Kind], Phase] = {
 
 @dataclass(slots=True)
 class _DataCount:
+    transaction_id: int
     announced: int | None
     seen: int = 0
 
@@ -141,7 +151,8 @@ class TransactionState:
         """The id of the transaction answered last."""
         self.abandoned: int | None = None
         """The id of the transaction the open command replaced unanswered
-        (the host sent it where a data phase was due), else ``None``."""
+        (the host sent it where a data phase or its first byte was due),
+        else ``None``."""
         self._data: _DataCount | None = None
 
     def reset(self) -> None:
@@ -174,6 +185,13 @@ class TransactionState:
     def _kind(self, event: Event) -> Kind:
         open_tid = self.transaction_id if self.phase is not Phase.IDLE else None
         if isinstance(event, Command):
+            data = self._data
+            if (
+                data is not None
+                and data.seen == 0
+                and event.transaction_id == data.transaction_id + 1
+            ):
+                return Kind.NEXT_COMMAND
             return Kind.COMMAND
         if isinstance(event, DataStart):
             if open_tid is not None and event.transaction_id != open_tid:
@@ -249,11 +267,16 @@ class TransactionState:
             assert isinstance(event, Command)
             self.abandoned = self.transaction_id if self.phase is Phase.COMMAND else None
             self.transaction_id, self.code = event.transaction_id, event.code
+        elif kind is Kind.NEXT_COMMAND:
+            assert isinstance(event, Command)
+            self.abandoned = self.transaction_id
+            self.transaction_id, self.code = event.transaction_id, event.code
+            self._data = None
         elif kind in (Kind.DATA_START, Kind.FOREIGN_DATA_START):
             assert isinstance(event, DataStart)
             if self.phase is Phase.IDLE:  # stray: the data names the transaction
                 self.transaction_id, self.code = event.transaction_id, event.code
-            self._data = _DataCount(event.length)
+            self._data = _DataCount(event.transaction_id, event.length)
         elif kind is Kind.DATA_CHUNK:
             assert self._data is not None and isinstance(event, DataChunk)
             self._data.seen += len(event.data)

@@ -316,6 +316,119 @@ def test_an_unknown_length_header_in_a_transfer_of_its_own_waits_for_the_payload
     assert evs[-1] == DataEnd(True)
 
 
+# -- a bare data header, then the next command (go-mtpfs) ------------------------------
+
+INFO = OperationCode.SEND_OBJECT_INFO
+BARE = (data_header(SEND, 3, 511), True)
+"""SendObject's data header alone in its transfer, announcing 511 bytes."""
+
+
+def test_a_bare_data_header_then_the_next_transactions_command_ends_the_data_phase() -> None:
+    conn = Connection()
+    evs = feed(conn, BARE, (command(INFO, 4, 0x10001, 0), True))
+    assert evs == [DataStart(SEND, 3, 511), Command(INFO, 4, (0x10001, 0))]
+    # Its data phase follows as usual.
+    assert feed(conn, (data_header(INFO, 4, 2) + b"ok", True)) == [
+        DataStart(INFO, 4, 2),
+        DataChunk(b"ok"),
+        DataEnd(True),
+    ]
+
+
+@pytest.mark.parametrize("nparams", [0, 5])
+def test_the_next_command_after_a_bare_header_may_have_any_parameter_count(nparams: int) -> None:
+    params = tuple(range(1, nparams + 1))
+    evs = feed(Connection(), BARE, (command(INFO, 4, *params), True))
+    assert evs[-1] == Command(INFO, 4, params)
+
+
+def test_a_bare_data_header_of_unknown_length_is_abandoned_the_same_way() -> None:
+    header = struct.pack("<IHHI", 0xFFFFFFFF, ContainerType.DATA, SEND, 3)
+    evs = feed(Connection(), (header, True), (command(INFO, 4), True))
+    assert evs == [DataStart(SEND, 3, None), Command(INFO, 4, ())]
+
+
+def test_the_announced_length_does_not_make_the_next_command_payload() -> None:
+    # go-mtpfs announces the file it failed to read, whatever its size.
+    nxt = command(INFO, 4, 0x10001, 0)
+    evs = feed(Connection(), (data_header(SEND, 3, len(nxt)), True), (nxt, True))
+    assert evs == [DataStart(SEND, 3, len(nxt)), Command(INFO, 4, (0x10001, 0))]
+
+
+def test_a_bare_header_followed_by_a_small_payload_in_the_next_transfer_is_payload() -> None:
+    # Windows sends the header in a transfer of its own, then the payload.
+    conn = Connection()
+    evs = feed(conn, (data_header(SEND, 3, 5), True), (b"hello", True))
+    assert evs == [DataStart(SEND, 3, 5), DataChunk(b"hello"), DataEnd(True)]
+
+
+def stays_payload(*transfers: tuple[bytes, bool]) -> bool:
+    """Whether every byte after the bare header is SendObject's payload."""
+    evs = feed(Connection(), BARE, *transfers)
+    sent = b"".join(data for data, _ in transfers)
+    return not any(isinstance(e, Command) for e in evs) and payload_of(evs) == sent
+
+
+@pytest.mark.parametrize("tid", [3, 2, 5, 0], ids=["own-id", "previous", "two-ahead", "zero"])
+def test_a_payload_that_is_a_command_container_with_another_id_stays_payload(tid: int) -> None:
+    assert stays_payload((command(INFO, tid, 0x10001, 0), True))
+
+
+def test_a_command_container_with_another_id_of_the_announced_length_is_the_payload() -> None:
+    payload = command(INFO, 7, 0x10001, 0)
+    evs = feed(Connection(), (data_header(SEND, 3, len(payload)), True), (payload, True))
+    assert evs == [DataStart(SEND, 3, len(payload)), DataChunk(payload), DataEnd(True)]
+
+
+NEXT = command(INFO, 4, 0x10001, 0)
+
+
+@pytest.mark.parametrize(
+    "transfers",
+    [
+        [(NEXT + b"more", True)],
+        [(NEXT, False), (b"", True)],
+        [(NEXT[:8], False), (NEXT[8:], True)],
+        [(struct.pack("<I", len(NEXT) + 4) + NEXT[4:], True)],
+        [(struct.pack("<IHHI", 14, ContainerType.COMMAND, INFO, 4) + b"ab", True)],
+        [(struct.pack("<IHHI6I", 36, ContainerType.COMMAND, INFO, 4, *range(6)), True)],
+        [(build_params_container(ContainerType.RESPONSE, INFO, 4, (1,)), True)],
+        [(data_header(INFO, 4, 0), True)],
+        [(b"", True), (NEXT, True)],
+        [(b"x" * 64, False), (NEXT, True)],
+    ],
+    ids=[
+        "followed-by-more-bytes",
+        "transfer-not-ended-with-it",
+        "split-over-reads",
+        "length-field-lies",
+        "length-not-a-multiple-of-4",
+        "six-parameters",
+        "response-type",
+        "data-type",
+        "after-a-zero-length-packet",
+        "after-payload-bytes",
+    ],
+)
+def test_a_payload_that_merely_starts_like_the_next_command_stays_payload(
+    transfers: list[tuple[bytes, bool]],
+) -> None:
+    assert stays_payload(*transfers)
+
+
+def test_a_command_after_a_header_with_payload_in_its_transfer_stays_payload() -> None:
+    evs = feed(Connection(), (data_header(SEND, 3, 511) + b"ab", False), (NEXT, True))
+    assert not any(isinstance(e, Command) for e in evs)
+    assert payload_of(evs) == b"ab" + NEXT
+
+
+def test_an_initiator_never_reads_a_command_after_a_bare_header() -> None:
+    conn = Connection(Role.INITIATOR)
+    evs = feed(conn, (data_header(OperationCode.GET_OBJECT, 3, 511), True), (NEXT, True))
+    assert not any(isinstance(e, Command) for e in evs)
+    assert payload_of(evs) == NEXT
+
+
 # -- the initiator's side: what a responder sends ---------------------------------------
 
 

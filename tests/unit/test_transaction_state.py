@@ -17,7 +17,12 @@ from mtp_responder.core.connection import (
     InitiatorConnection,
     ResponderConnection,
 )
-from mtp_responder.core.container import HEADER_SIZE, build_params_container, parse_header
+from mtp_responder.core.container import (
+    HEADER_SIZE,
+    build_params_container,
+    data_header,
+    parse_header,
+)
 from mtp_responder.core.events import (
     BadContainer,
     Command,
@@ -230,6 +235,70 @@ def test_a_command_in_step_abandons_nothing() -> None:
     play(state, (HOST, Command(SEND, 7, ())), (HOST, Command(GET, 8, ())))
     play(state, (DEVICE, Response(OK, 8)), (HOST, Command(GET, 9, ())))
     assert state.abandoned is None
+
+
+INFO = OperationCode.SEND_OBJECT_INFO
+
+
+def test_the_next_command_before_any_data_byte_ends_the_data_phase_unanswered() -> None:
+    # go-mtpfs: SendObject's data header, no payload, then the next command.
+    state = responder()
+    phases = play(
+        state,
+        (HOST, Command(SEND, 7, ())),
+        (HOST, DataStart(SEND, 7, 511)),
+        (HOST, Command(INFO, 8, (1, 0))),
+    )
+    assert phases == [Phase.COMMAND, Phase.DATA_OUT, Phase.COMMAND]
+    assert (state.transaction_id, state.abandoned) == (8, 7)
+    with pytest.raises(LocalProtocolError, match="response of another transaction"):
+        state.send(Response(ResponseCode.INCOMPLETE_TRANSFER, 7))
+    play(state, (HOST, DataStart(INFO, 8, 2)), (HOST, DataChunk(b"ok")), (HOST, DataEnd()))
+    play(state, (DEVICE, Response(OK, 8)))
+    assert state.phase is Phase.IDLE
+
+
+def test_a_command_after_a_data_byte_is_refused() -> None:
+    state = responder()
+    play(state, (HOST, Command(SEND, 7, ())), (HOST, DataStart(SEND, 7, 511)))
+    play(state, (HOST, DataChunk(b"a")))
+    with pytest.raises(RemoteProtocolError, match="a command in phase 'data out'"):
+        state.receive(Command(INFO, 8, ()))
+    assert (state.phase, state.transaction_id) == (Phase.DATA_OUT, 7)
+
+
+@pytest.mark.parametrize("tid", [7, 9, 6])
+def test_a_command_with_another_id_than_the_next_one_is_refused_in_a_data_phase(
+    tid: int,
+) -> None:
+    state = responder()
+    play(state, (HOST, Command(SEND, 7, ())), (HOST, DataStart(SEND, 7, 511)))
+    with pytest.raises(RemoteProtocolError, match="a command in phase 'data out'"):
+        state.receive(Command(INFO, tid, ()))
+    assert state.phase is Phase.DATA_OUT
+
+
+def test_the_next_command_follows_the_data_headers_id_in_a_foreign_data_phase() -> None:
+    state = responder()
+    play(state, (HOST, Command(SEND, 7, ())), (HOST, DataStart(SEND, 12, 511)))
+    with pytest.raises(RemoteProtocolError):
+        state.receive(Command(INFO, 8, ()))
+    play(state, (HOST, Command(INFO, 13, ())))
+    assert (state.phase, state.transaction_id, state.abandoned) == (Phase.COMMAND, 13, 7)
+
+
+def test_the_next_command_before_any_byte_of_a_stray_data_phase_ends_it_unanswered() -> None:
+    state = responder()
+    play(state, (HOST, DataStart(SEND, 9, 511)))
+    assert play(state, (HOST, Command(INFO, 10, ()))) == [Phase.COMMAND]
+    assert (state.transaction_id, state.abandoned) == (10, 9)
+
+
+def test_an_initiator_may_not_send_the_next_command_after_a_bare_data_header() -> None:
+    state = initiator()
+    play(state, (HOST, Command(SEND, 7, ())), (HOST, DataStart(SEND, 7, 511)))
+    with pytest.raises(LocalProtocolError, match="command of the next transaction"):
+        state.send(Command(INFO, 8, ()))
 
 
 def test_a_bad_container_with_an_id_is_answered() -> None:
@@ -477,6 +546,52 @@ def test_a_command_where_a_data_phase_was_due_abandons_the_open_transaction() ->
         device.send(Response(ResponseCode.INCOMPLETE_TRANSFER, 3))
     device.send(Response(OK, 4))
     assert device.phase is Phase.IDLE
+
+
+def test_a_bare_data_header_then_the_next_command_abandons_the_open_transaction() -> None:
+    device = ResponderConnection()
+    feed(device, InitiatorConnection().send(Command(SEND, 3, ())))
+    assert feed(device, data_header(SEND, 3, 511)) == [DataStart(SEND, 3, 511)]
+    assert feed(device, InitiatorConnection().send(Command(INFO, 4, (1, 0)))) == [
+        ABANDONED,
+        Command(INFO, 4, (1, 0)),
+    ]
+    assert (device.phase, device.state.transaction_id, device.state.abandoned) == (
+        Phase.COMMAND,
+        4,
+        3,
+    )
+    device.send(Response(OK, 4))
+    assert device.phase is Phase.IDLE
+
+
+def test_a_bare_data_header_then_its_payload_is_one_data_phase() -> None:
+    # Windows sends the header in a transfer of its own.
+    device = ResponderConnection()
+    feed(device, InitiatorConnection().send(Command(SEND, 3, ())))
+    assert feed(device, data_header(SEND, 3, 5)) == [DataStart(SEND, 3, 5)]
+    assert feed(device, b"hello") == [DataChunk(b"hello"), DataEnd(True)]
+    assert device.phase is Phase.RESPONSE_DUE and device.state.abandoned is None
+
+
+def test_a_command_container_with_a_wrong_id_after_a_bare_header_is_payload() -> None:
+    device = ResponderConnection()
+    feed(device, InitiatorConnection().send(Command(SEND, 3, ())))
+    feed(device, data_header(SEND, 3, 511))
+    wrong = InitiatorConnection().send(Command(INFO, 5, (1, 0)))
+    assert feed(device, wrong) == [DataChunk(wrong), DataEnd(False)]
+    assert (device.phase, device.state.transaction_id) == (Phase.RESPONSE_DUE, 3)
+
+
+def test_a_stray_bare_data_header_then_the_next_command_abandons_it() -> None:
+    device = ResponderConnection()
+    feed(device, data_header(SEND, 9, 511))
+    assert device.phase is Phase.STRAY_DATA
+    assert feed(device, InitiatorConnection().send(Command(INFO, 10, ()))) == [
+        ABANDONED,
+        Command(INFO, 10, ()),
+    ]
+    assert (device.phase, device.state.transaction_id) == (Phase.COMMAND, 10)
 
 
 def test_a_bad_container_of_another_transaction_where_data_was_due_waits_for_the_answer() -> None:

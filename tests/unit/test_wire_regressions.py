@@ -223,6 +223,54 @@ async def test_an_abandoned_upload_leaves_nothing_on_disk(session: Device) -> No
     assert r.code == ResponseCode.NO_VALID_OBJECT_INFO
 
 
+async def test_a_bare_data_header_then_the_next_command_is_served_with_its_own_id(
+    session: Device,
+) -> None:
+    # go-mtpfs, when it cannot read its own temporary file: SendObject, the data
+    # header alone (announcing the whole file, no payload ever follows), then
+    # the next SendObjectInfo as a transfer of its own.
+    mtp = session.mtp
+    r = await mtp.transaction(Op.SEND_OBJECT_INFO, 0, 0, data=object_info("x.txt", 511))
+    assert r.response.ok
+    abandoned = await mtp.command(Op.SEND_OBJECT)
+    await session.host.write_transfer(data_header(Op.SEND_OBJECT, abandoned, 511))
+    tid = await mtp.command(Op.SEND_OBJECT_INFO, 0, 0)
+    assert tid == abandoned + 1
+    await mtp.send_data(Op.SEND_OBJECT_INFO, tid, object_info("y.txt", 3))
+    response = await mtp.read_response(tid)
+    assert response.transaction_id == tid and response.ok
+    r = await mtp.transaction(Op.SEND_OBJECT, data=b"abc")
+    assert r.response.transaction_id == tid + 1 and r.response.ok
+    await still_serving(session)
+    assert leftovers(session) == ["y.txt"]
+    assert (session.root / "y.txt").read_bytes() == b"abc"
+
+
+async def test_a_bare_data_header_of_a_refused_send_object_then_the_next_command(
+    session: Device,
+) -> None:
+    # No object info: SendObject drains its data phase before it answers.
+    mtp = session.mtp
+    abandoned = await mtp.command(Op.SEND_OBJECT)
+    await session.host.write_transfer(data_header(Op.SEND_OBJECT, abandoned, 511))
+    tid = await mtp.command(Op.GET_STORAGE_IDS)
+    data, response = await mtp.read_data_or_response(tid)
+    assert response.transaction_id == tid and response.ok and data
+    await still_serving(session)
+
+
+async def test_a_stray_bare_data_header_then_the_next_command_gets_one_answer(
+    session: Device,
+) -> None:
+    mtp = session.mtp
+    stray = mtp.next_tid()
+    await session.host.write_transfer(data_header(Op.SEND_OBJECT, stray, 511))
+    tid = await mtp.command(Op.GET_STORAGE_IDS)
+    data, response = await mtp.read_data_or_response(tid)
+    assert response.transaction_id == tid and response.ok and data
+    await still_serving(session)
+
+
 # -- defect 5: 64-bit offsets of 2^63 and more -----------------------------------------
 
 
