@@ -265,15 +265,15 @@ class Server:
             try:
                 while self.conn.phase is Phase.STRAY_DATA:
                     abandoned = await self.next_event() is ABANDONED
+                if abandoned:
+                    # A bare header, then the next command: the host has moved on.
+                    log.warning("stray data phase %d abandoned by the host", start.transaction_id)
+                elif self.conn.state.response_due:
+                    # Else it trails a command that took no data: one answer per transaction.
+                    await self._respond(ResponseCode.GENERAL_ERROR, ())
             finally:
                 self._scope = None
-            if abandoned:
-                # A bare header, then the next command: the host has moved on.
-                log.warning("stray data phase %d abandoned by the host", start.transaction_id)
-            elif self.conn.state.response_due:
-                # Else it trails a command that took no data: one answer per transaction.
-                await self._respond(ResponseCode.GENERAL_ERROR, ())
-        if scope.cancelled_caught:
+        if scope.cancel_called:  # even when the cancel came after the last checkpoint
             await self._after_cancel(links)
 
     async def _transaction(self, command: Command) -> None:
@@ -281,28 +281,31 @@ class Server:
         name = try_enum(OperationCode, command.code)
         log.debug("-> %s tid=%d params=%s", name, command.transaction_id, command.params)
         links = self._links
+        # The scope covers the drain and the response too: a Cancel, Device
+        # Reset or unplug then interrupts them here, and the connection is reset
+        # only after this transaction has let go of it.
         with trio.CancelScope() as scope:
             self._scope = scope
             try:
                 code, params = await self.ops.dispatch(tx)
+                if self.ops.expects_data(command.code) and not tx.abandoned:
+                    try:
+                        await tx.drain()
+                    except ProviderError:
+                        pass
+                if tx.abandoned:
+                    # The host has moved on: a response now would answer its next command.
+                    log.warning(
+                        "transaction %d abandoned by the host before its data (%s); not answered",
+                        command.transaction_id,
+                        try_enum(ResponseCode, code),
+                    )
+                else:
+                    log.debug("<- %s %s", try_enum(ResponseCode, code), params)
+                    await self._respond(code, params)
             finally:
                 self._scope = None
-            if self.ops.expects_data(command.code) and not tx.abandoned:
-                try:
-                    await tx.drain()
-                except ProviderError:
-                    pass
-            if tx.abandoned:
-                # The host has moved on: a response now would answer its next command.
-                log.warning(
-                    "transaction %d abandoned by the host before its data (%s); not answered",
-                    command.transaction_id,
-                    try_enum(ResponseCode, code),
-                )
-            else:
-                log.debug("<- %s %s", try_enum(ResponseCode, code), params)
-                await self._respond(code, params)
-        if scope.cancelled_caught:
+        if scope.cancel_called:  # even when the cancel came after the last checkpoint
             await self._after_cancel(links)
 
     async def _respond(self, code: int, params: tuple[int, ...]) -> None:
