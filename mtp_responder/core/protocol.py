@@ -112,6 +112,13 @@ class Connection:
             self._bare_header = False
             if self._abandons_bare_header(data, end_of_transfer):
                 return
+            if not data and end_of_transfer and self._state is _State.DATA:
+                # A zero-length packet right after a bare header: the host ended
+                # the data phase with nothing in it (go-mtpfs, when it cannot read
+                # the file it uploads, then waits for the response).  A payload
+                # never starts with a zero-length packet, so nothing is lost.
+                self._finish_data(complete=self._remaining is None)
+                return
         view = memoryview(data)
         while True:
             if self._state is _State.DATA:

@@ -271,6 +271,27 @@ async def test_a_stray_bare_data_header_then_the_next_command_gets_one_answer(
     await still_serving(session)
 
 
+async def test_a_bare_data_header_then_a_zero_length_packet_ends_the_upload_incomplete(
+    session: Device,
+) -> None:
+    # go-mtpfs's other way of failing to read its temporary file: the data header
+    # alone, announcing the whole file, then a zero-length packet "to be sure",
+    # and then it waits for SendObject's response.  Waiting for the payload
+    # instead left both sides waiting until the host timed out and closed.
+    mtp = session.mtp
+    r = await mtp.transaction(Op.SEND_OBJECT_INFO, 0, 0, data=object_info("x.txt", 1))
+    assert r.response.ok
+    tid = await mtp.command(Op.SEND_OBJECT)
+    await session.host.write_transfer(data_header(Op.SEND_OBJECT, tid, 1))
+    await session.host.write_transfer(b"")
+    with trio.fail_after(5):
+        response = await mtp.read_response(tid)
+    assert response.transaction_id == tid
+    assert response.code == ResponseCode.INCOMPLETE_TRANSFER
+    await still_serving(session)
+    assert leftovers(session) == []
+
+
 # -- defect 5: 64-bit offsets of 2^63 and more -----------------------------------------
 
 
