@@ -9,12 +9,10 @@ outside its storage, and must keep serving afterwards.
 
 from __future__ import annotations
 
-import logging
 import os
 import struct
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
@@ -33,6 +31,7 @@ from mtp_responder.core.codes import (
 from mtp_responder.core.container import build_params_container
 from mtp_responder.core.datasets import ObjectInfoData, build_object_info, encode_string
 from mtp_responder.operations import Operations
+from tests.fuzz.stream import no_logged_errors
 
 from .conftest import Device, make_config, start_device, still_serving, wait_until
 
@@ -140,29 +139,6 @@ datasets = st.one_of(
 # -- running an example ----------------------------------------------------------------------
 
 
-class _Unexpected(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@contextmanager
-def no_unexpected_exceptions() -> Iterator[None]:
-    handler = _Unexpected()
-    loggers = [logging.getLogger("mtp_responder"), logging.getLogger("data_providers")]
-    for logger in loggers:
-        logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        for logger in loggers:
-            logger.removeHandler(handler)
-    assert not handler.records, [r.getMessage() for r in handler.records]
-
-
 def run(body: Callable[[Device], Awaitable[None]]) -> None:
     """Run ``body`` against a fresh responder with a small tree of files."""
 
@@ -183,7 +159,7 @@ def run(body: Callable[[Device], Awaitable[None]]) -> None:
         # Nothing was written next to the storage.
         assert {p.name for p in base.iterdir()} <= {"storage", "state"}
 
-    with tempfile.TemporaryDirectory() as tmp, no_unexpected_exceptions():
+    with tempfile.TemporaryDirectory() as tmp, no_logged_errors():
         trio.run(main, Path(tmp))
 
 
