@@ -35,13 +35,11 @@ import logging
 import math
 import mmap
 import os
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import functionfs
 import libaio
 import trio
 
@@ -57,7 +55,9 @@ from .base import (
     Transport,
     TransportError,
 )
-from .stillimage import DeviceStatus, Setup, SetupKind, classify_setup, parse_cancel_data
+from .ffs_function import MTPFunction, ffs_eventfd_is_unsafe
+from .ffs_function import parse_kernel_release as parse_kernel_release
+from .stillimage import DeviceStatus, parse_cancel_data
 
 _log = logging.getLogger(__name__)
 
@@ -72,23 +72,6 @@ _LINK_ERRNOS = frozenset({errno.ESHUTDOWN, errno.ENODEV, errno.EAGAIN, errno.ECO
 
 # How long teardown paths wait for cancelled AIO blocks to come back.
 _CANCEL_GRACE = 1.0
-
-
-def parse_kernel_release(release: str) -> tuple[int, int]:
-    """(major, minor) of a ``uname -r`` string such as ``6.1.0-18-amd64``."""
-    match = re.match(r"(\d+)\.(\d+)", release)
-    if match is None:
-        raise ValueError(f"unrecognised kernel release {release!r}")
-    return int(match[1]), int(match[2])
-
-
-def ffs_eventfd_is_unsafe(release: str) -> bool:
-    """Whether f_fs may drop its eventfd reference twice at teardown.
-
-    Fixed in 5.16.  python-functionfs guesses this by comparing version
-    strings, which gets "5.4" and "5.10" wrong, so we decide ourselves.
-    """
-    return parse_kernel_release(release) < (5, 16)
 
 
 def needs_zlp(transfer_length: int, max_packet_size: int) -> bool:
@@ -131,82 +114,6 @@ class _Event:
     data: bytearray = field(repr=False)
 
 
-class _MTPFunction(functionfs.Function):
-    """python-functionfs glue: descriptors, endpoint files, ep0 callbacks."""
-
-    def __init__(
-        self,
-        path: str,
-        transport: FunctionFSTransport,
-        strings: Mapping[int, str],
-        unsafe_eventfd: bool,
-    ) -> None:
-        self._transport = transport
-        # Read by Function.__init__; an instance attribute keeps the choice
-        # local instead of patching the library's class.
-        self.quirks_ffs_unsafe_eventfd = unsafe_eventfd
-        descs = descriptors.build_descriptors()
-        super().__init__(
-            path,
-            fs_list=descs.fs_list,
-            hs_list=descs.hs_list,
-            ss_list=descs.ss_list,
-            os_list=descs.os_list,
-            lang_dict=descriptors.lang_dict(strings),
-            # The library's own AIO is unused (see the module docstring), but
-            # it insists on allocating OUT blocks: keep them tiny.  Two,
-            # because newer releases allocate one less than asked for.
-            in_aio_blocks_max=1,
-            out_aio_blocks_per_endpoint=2,
-            out_aio_blocks_max_packet_count=1,
-        )
-
-    def onBind(self) -> None:
-        _log.info("FunctionFS: bound to a UDC")
-
-    def onUnbind(self) -> None:
-        self._transport._link_lost("UNBIND")
-
-    def onEnable(self) -> None:
-        # Not calling the library's onEnable: it would submit its own OUT
-        # blocks, which we do not use.
-        self.disableRemoteWakeup()
-        self._transport._enabled()
-
-    def onDisable(self) -> None:
-        self._transport._link_lost("DISABLE")
-
-    def onSuspend(self) -> None:
-        _log.info("FunctionFS: suspended")
-
-    def onResume(self) -> None:
-        _log.info("FunctionFS: resumed")
-
-    def onSetup(self, request_type: int, request: int, value: int, index: int, length: int) -> None:
-        setup = Setup(request_type, request, value, index, length)
-        kind = classify_setup(setup)
-        _log.debug("SETUP %s -> %s", setup, kind.name)
-        if kind is SetupKind.STANDARD:
-            super().onSetup(request_type, request, value, index, length)
-            return
-        if kind is SetupKind.STALL:
-            self.ep0.halt(request_type)
-            return
-        try:
-            if kind is SetupKind.CANCEL:
-                data = self.ep0.read(length) or b""
-                self._transport._cancel_requested(data)
-            elif kind is SetupKind.DEVICE_RESET:
-                self.ep0.read(0)  # status stage
-                self._transport._device_reset_requested()
-            elif kind is SetupKind.GET_DEVICE_STATUS:
-                self.ep0.write(self._transport._status.answer(length))
-        except OSError as exc:
-            # The host gave up on the control transfer (EIDRM, ESRCH) or the
-            # link went away; nothing left to answer.
-            _log.warning("control request %s failed: %s", setup, exc)
-
-
 class FunctionFSTransport(Transport):
     """MTP transport on a FunctionFS mount (``<path>/ep0``, ``ep1``..``ep3``).
 
@@ -233,6 +140,7 @@ class FunctionFSTransport(Transport):
         event_queue_size: int = DEFAULT_EVENT_QUEUE,
         event_timeout: float = DEFAULT_EVENT_TIMEOUT,
         kernel_release: str | None = None,
+        function: MTPFunction | None = None,
     ) -> None:
         if buffer_size <= 0 or buffer_size % 1024:
             raise ValueError("buffer_size must be a positive multiple of 1024")
@@ -247,8 +155,13 @@ class FunctionFSTransport(Transport):
         self._event_timeout = event_timeout
         release = kernel_release if kernel_release is not None else os.uname().release
         self._unsafe_eventfd = ffs_eventfd_is_unsafe(release)
+        if function is not None:
+            self._unsafe_eventfd = bool(function.quirks_ffs_unsafe_eventfd)
 
-        self._function: _MTPFunction | None = None
+        self._function: MTPFunction | None = None
+        self._prewritten = function
+        """A function whose descriptors were written before this transport
+        existed (see :func:`~.ffs_function.open_function`); taken over by serve."""
         self._aio: Any = None
         self._eventfd: Any = None
         self._ep_in: Any = None
@@ -472,8 +385,12 @@ class FunctionFSTransport(Transport):
     def _open(self) -> None:
         if self._function is not None or self._closed:
             raise RuntimeError("FunctionFS transport already opened")
-        function = _MTPFunction(self._path, self, self._strings, self._unsafe_eventfd)
-        function.__enter__()
+        function = self._prewritten
+        self._prewritten = None
+        if function is None:
+            function = MTPFunction(self._path, self._strings, self._unsafe_eventfd)
+            function.__enter__()
+        function.transport = self
         try:
             self._ep_in = function.getEndpoint(descriptors.EP_BULK_IN)
             self._ep_out = function.getEndpoint(descriptors.EP_BULK_OUT)
