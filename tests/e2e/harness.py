@@ -1,12 +1,17 @@
 """Run the end-to-end suite inside the test VM and judge it strictly.
 
 ``python -m tests.e2e.harness [-k EXPR] [--highspeed | --superspeed] [--demo]``
+``python -m tests.e2e.harness --client-races`` or ``--large`` [``--superspeed``]
 
 Two boots by default:
 
 1. a high-speed dummy_hcd link running every test marked ``e2e``;
 2. a SuperSpeed link (``dummy_hcd.is_super_speed=1``) running the tests marked
    both ``e2e`` and ``superspeed``.
+
+Tests marked ``client_race`` (a client's own race fails them at times) and
+``large`` (objects of 4 GiB and more, a large backup: many minutes each) are
+left out of both; ``--client-races`` and ``--large`` run them on one boot.
 
 The guest runs pytest itself (the project's venv over 9p) and writes a JUnit XML
 report into the run directory; this side reads it back.  A skipped test counts as
@@ -33,6 +38,7 @@ from pathlib import Path
 from tests.e2e import vm
 
 SUITE_TIMEOUT = 1800  # per boot, inside the guest; the host adds boot/power-off slack
+LARGE_SUITE_TIMEOUT = 7200  # --large: three 4 GiB objects through an emulated link
 
 
 @dataclass
@@ -130,8 +136,11 @@ def run_boot(boot: Boot, args: argparse.Namespace) -> tuple[list[Case], list[str
         running = last_started_test(result.guest_log)
         if running:
             problems.append(f"{boot.link}: the test running at the end was {running}")
-    print(f"[e2e] {boot.link}: {len(cases)} tests in {result.wall_seconds:.0f}s; "
-          f"logs in {result.run_dir}", flush=True)
+    print(
+        f"[e2e] {boot.link}: {len(cases)} tests in {result.wall_seconds:.0f}s; "
+        f"logs in {result.run_dir}",
+        flush=True,
+    )
     return cases, problems
 
 
@@ -139,11 +148,17 @@ def run_suite(args: argparse.Namespace) -> int:
     boots = []
     if args.client_races:
         boots.append(Boot("high-speed", "e2e and client_race"))
+    elif args.large:
+        # One boot: the high-speed link unless --superspeed asks for the other.
+        link = "super-speed" if args.superspeed else "high-speed"
+        boots.append(Boot(link, "e2e and large"))
     else:
         if not args.superspeed:
-            boots.append(Boot("high-speed", "e2e and not client_race"))
+            boots.append(Boot("high-speed", "e2e and not client_race and not large"))
         if not args.highspeed:
-            boots.append(Boot("super-speed", "e2e and superspeed and not client_race"))
+            boots.append(
+                Boot("super-speed", "e2e and superspeed and not client_race and not large")
+            )
     started = time.monotonic()
     vm.prepare()  # once, before boots may start side by side
     cases: list[Case] = []
@@ -162,8 +177,9 @@ def run_suite(args: argparse.Namespace) -> int:
         if c.outcome == "skipped":
             print("    (a skipped end-to-end test counts as a failure)")
     elapsed = time.monotonic() - started
-    counts = {o: sum(c.outcome == o for c in cases) for o in ("passed", "failed", "error",
-                                                               "skipped")}
+    counts = {
+        o: sum(c.outcome == o for c in cases) for o in ("passed", "failed", "error", "skipped")
+    }
     summary = ", ".join(f"{n} {o}" for o, n in counts.items())
     for p in problems:
         print(f"\nPROBLEM: {p}")
@@ -185,28 +201,53 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.e2e.harness", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.e2e.harness",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--demo", action="store_true", help="boot and run the demo instead")
     parser.add_argument("-k", metavar="EXPR", help="pytest -k expression inside the guest")
     speed = parser.add_mutually_exclusive_group()
-    speed.add_argument("--superspeed", action="store_true",
-                       help="only the SuperSpeed boot (tests marked superspeed)")
+    speed.add_argument(
+        "--superspeed",
+        action="store_true",
+        help="only the SuperSpeed boot (tests marked superspeed)",
+    )
     speed.add_argument("--highspeed", action="store_true", help="only the high-speed boot")
-    parser.add_argument("--timeout", type=float, default=SUITE_TIMEOUT,
-                        help=f"guest job timeout per boot in seconds (default {SUITE_TIMEOUT})")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help=f"guest job timeout per boot in seconds (default {SUITE_TIMEOUT}, "
+        f"{LARGE_SUITE_TIMEOUT} with --large)",
+    )
     cores = os.cpu_count() or 1
     parser.add_argument(
-        "--parallel", type=int, default=2 if cores >= 6 else 1, metavar="N",
+        "--parallel",
+        type=int,
+        default=2 if cores >= 6 else 1,
+        metavar="N",
         help="boots run side by side (default: 2 on machines with 6+ cores, else 1)",
     )
     parser.add_argument("--cpus", type=int, default=2, help="vCPUs per guest (default 2)")
     parser.add_argument(
-        "--client-races", action="store_true",
+        "--client-races",
+        action="store_true",
         help="only the tests marked client_race (a client's own race makes them fail at times)",
+    )
+    parser.add_argument(
+        "--large",
+        action="store_true",
+        help="only the tests marked large (4 GiB objects, a large backup; one boot, "
+        "high-speed unless --superspeed)",
     )
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
+    if args.large and args.client_races:
+        parser.error("--large and --client-races are separate runs")
+    if args.timeout is None:
+        args.timeout = LARGE_SUITE_TIMEOUT if args.large else SUITE_TIMEOUT
     try:
         return run_demo(args) if args.demo else run_suite(args)
     except vm.VmError as exc:
