@@ -17,7 +17,7 @@ AIO_DEBS  := libaio1t64/libaio1
 VM_DEBS   := qemu-system-x86 busybox-static cpio kmod mtp-tools gphoto2 usbutils umtp-responder \
              go-mtpfs jmtpfs fuse/fuse3
 
-.PHONY: install debs apt test unit lint e2e e2e-client-races bench demo dist clean fuzz soak
+.PHONY: install debs apt test unit lint e2e e2e-client-races e2e-large bench demo dist clean fuzz soak
 
 # $(call ensure_debs,PACKAGES): install those not installed yet; one apt-get
 # update, only when something is missing.  Not Debian: say what is needed.
@@ -79,6 +79,10 @@ e2e: install apt
 # Tests that a client's own race fails at times (go-mtpfs copying a tree in).
 e2e-client-races: install apt
 	$(VPY) -m tests.e2e.harness --client-races
+
+# Objects of 4 GiB and more and a large backup: many minutes in the VM.
+e2e-large: install apt
+	$(VPY) -m tests.e2e.harness --large
 
 test: lint unit e2e
 
