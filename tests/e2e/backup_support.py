@@ -561,3 +561,138 @@ class Unplug:
 def iter_chunks(data: bytes, size: int = 1 << 16) -> Iterator[bytes]:
     for i in range(0, len(data), size):
         yield data[i : i + size]
+
+
+# -- faults: crashes and their recovery --------------------------------------------------------
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc), e.g. the owners an engine launched."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat_line = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces, so split after the ")".
+        fields = stat_line.rpartition(")")[2].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def kill_engine(engine: GuestEngine) -> None:
+    """SIGKILL the engine and, as systemd's cgroup clean-up would, what it launched."""
+    proc = engine.proc
+    assert proc is not None and proc.poll() is None, "the engine is not running"
+    launched = children_of(proc.pid)
+    proc.kill()
+    proc.wait()
+    for pid in launched:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+
+
+def restart_engine(engine: GuestEngine) -> None:
+    """What ``Restart=on-failure`` does: a fresh runtime directory, the same command.
+
+    systemd removes ``RuntimeDirectory`` when the unit stops, so the dead
+    engine's socket and mode file are gone before the new one starts (and
+    ``start`` waits for the new ones).  The resident notes app exits when its
+    engine connection drops; its own unit starts it again.
+    """
+    if engine.proc is not None and engine.proc.poll() is None:
+        raise AssertionError("restart_engine: the engine still runs")
+    if engine.app is not None and engine.app.poll() is None:
+        try:
+            engine.app.wait(30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the notes app kept running after its engine died") from None
+    for leftover in (engine.socket, engine.state_file, engine.run_dir / "app-connected"):
+        leftover.unlink(missing_ok=True)
+    engine.start()
+
+
+def ensure_app(engine: GuestEngine) -> None:
+    """The resident notes app runs and is connected (its unit restarts it)."""
+    if not (engine.active and engine.resident_app):
+        return
+    if engine.app is not None and engine.app.poll() is None:
+        return
+    (engine.run_dir / "app-connected").unlink(missing_ok=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env["NOTES_DB"] = str(engine.notes_db)
+    engine._start_app(env, time.monotonic() + 90)
+
+
+STAGING_LEFTOVERS = (".mbak-staging-", ".mbak-old-", ".mbak-part-")
+
+
+def engine_leftovers(engine: GuestEngine) -> list[str]:
+    """Staging directories, half-written files and spooled streams the engine left behind.
+
+    Only meaningful in Normal mode with no backup prepared: then nothing of a
+    restore or a backup may remain, in any owner's area or in the spool.
+    """
+    found = []
+    for dirpath, dirnames, filenames in os.walk(engine.drive):
+        for name in dirnames + filenames:
+            if name.startswith(STAGING_LEFTOVERS):
+                found.append(str(Path(dirpath, name).relative_to(engine.root)))
+    spool = engine.root / "spool"
+    if spool.is_dir():
+        found += [f"spool/{p.name}" for p in spool.iterdir()]
+    return sorted(found)
+
+
+def app_leftovers(engine: GuestEngine) -> list[str]:
+    """The notes app's own temporary files (``.notes-*``) beside its database."""
+    if not engine.notes_dir.is_dir():
+        return []
+    return sorted(p.name for p in engine.notes_dir.iterdir() if p.name.startswith(".notes-"))
+
+
+def many_notes(count: int, size: int, seed: int) -> list[str]:
+    """Notes large enough that handing them to the app takes a while under TCG."""
+    rnd = random.Random(seed)
+    return [f"{i} " + rnd.randbytes(size // 2).hex() for i in range(count)]
+
+
+@dataclass
+class SavedState:
+    """A copy of every owner's data, to put the device back between fault points."""
+
+    passive: Path
+    notes: Path
+
+    @classmethod
+    def take(cls, engine: GuestEngine, where: Path) -> SavedState:
+        shutil.rmtree(where, ignore_errors=True)
+        where.mkdir(parents=True)
+        saved = cls(where / "passive", where / "notes.db")
+        shutil.copytree(engine.passive_dir, saved.passive, symlinks=True)
+        if engine.active:
+            shutil.copy2(engine.notes_db, saved.notes)
+        return saved
+
+    def put_back(self, engine: GuestEngine) -> None:
+        """Only while the engine is in Normal mode and no transfer is running."""
+        wipe(engine.passive_dir)
+        for child in self.passive.iterdir():
+            if child.name.startswith("backup_registration"):
+                continue
+            target = engine.passive_dir / child.name
+            if child.is_dir():
+                shutil.copytree(child, target, symlinks=True)
+            else:
+                shutil.copy2(child, target)
+        shutil.copystat(self.passive, engine.passive_dir)
+        if engine.active:
+            tmp = engine.notes_db.with_name(".notes-put-back")
+            shutil.copy2(self.notes, tmp)
+            os.replace(tmp, engine.notes_db)
