@@ -3,13 +3,16 @@
 It speaks plain MTP to the storage whose description is "Backup & Restore",
 doing exactly what a person would do in a file manager: copy ``Backup/*.mbak``
 out, drop a ``.snapshot`` into ``Incremental/`` and copy the increment out,
-drop a ``.mbak`` into ``Restore/`` and read ``Restore/status.txt``.  So it
+drop a ``.mbak`` into ``Restore/`` and read ``Restore/status.txt``.  An
+age-encrypted backup (``x.mbak.age``) is verified and restored with
+``--identity KEYFILE``, decrypted as it is read.  So it
 works against any device running this responder, and a backup it takes is the
 same file a user could have dragged out by hand.
 
 This module is the command line only; each command's work is in its own
 module: :mod:`~mtp_backup.backup`, :mod:`~mtp_backup.restore`,
 :mod:`~mtp_backup.verify` (archives checked offline and as they arrive),
+:mod:`~mtp_backup.encrypted` (``.mbak.age``: keys and decryption),
 :mod:`~mtp_backup.chain` (``chain.json``, the order a directory's backups
 restore in), :mod:`~mtp_backup.device` (the MTP session) and
 :mod:`~mtp_backup.progress`.
@@ -28,6 +31,7 @@ from pathlib import Path
 
 from .backup import take_backup
 from .device import list_devices
+from .encrypted import load_identities
 from .errors import EXIT_FAILED, EXIT_OK, ToolError
 from .restore import restore
 from .verify import verify_target
@@ -49,12 +53,29 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    restore(args.file, verify=not args.no_verify, selector=args.device, timeout_s=args.timeout)
+    restore(
+        args.file,
+        verify=not args.no_verify,
+        selector=args.device,
+        timeout_s=args.timeout,
+        identities=load_identities(args.identity or []),
+    )
     return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    return verify_target(args.file)
+    return verify_target(args.file, load_identities(args.identity or []))
+
+
+def add_identity_option(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "-i",
+        "--identity",
+        type=Path,
+        action="append",
+        metavar="KEYFILE",
+        help="age key file (as age-keygen writes) to decrypt .mbak.age backups; may repeat",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,12 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--owner", nargs="+", metavar="SID", help="only these data owners (hex SIDs)"
     )
     restore_cmd = sub.add_parser(
-        "restore", help="restore a .mbak, or every backup of DIR's chain in order"
+        "restore",
+        help="restore a .mbak (or an encrypted .mbak.age), or every backup of DIR's chain in order",
     )
     restore_cmd.add_argument("file", type=Path, metavar="FILE")
     restore_cmd.add_argument("--no-verify", action="store_true", help="send without checking first")
+    add_identity_option(restore_cmd)
     verify_cmd = sub.add_parser("verify", help="check an archive (or DIR's chain) offline")
     verify_cmd.add_argument("file", type=Path, metavar="FILE")
+    add_identity_option(verify_cmd)
     return parser
 
 

@@ -108,16 +108,23 @@ class BackupDevice:
         return summary
 
     def send(self, folder: str, path: Path, name: str | None = None) -> tuple[int, int]:
-        """SendObjectInfo + SendObject; returns (handle, SendObject response code)."""
+        """SendObjectInfo + SendObject of a file; returns (handle, SendObject response code)."""
+        with open(path, "rb") as f:
+            return self.send_stream(folder, name or path.name, f, path.stat().st_size)
+
+    def send_stream(self, folder: str, name: str, source: Any, size: int) -> tuple[int, int]:
+        """Send ``size`` bytes read from ``source`` as ``folder/name``.
+
+        The size goes out first (in SendObjectInfo or SendObjectPropList), so
+        a source of known size that is produced as it is read (a decrypting
+        reader) uploads without being written anywhere first.
+        """
         parent = self.mtp.find(self.storage_id, folder)
-        size = path.stat().st_size
         if size >= SIZE_IN_OBJECT_PROP and not self.prop_list:
-            raise ToolError(f"{path}: the device cannot take files of 4 GiB and more")
+            raise ToolError(f"{name}: the device cannot take files of 4 GiB and more")
         send = self.mtp.send_object_prop_list_from if self.prop_list else self.mtp.send_object_from
-        with Progress(f"send {path.name}", size) as progress, open(path, "rb") as f:
-            handle, response = send(
-                self.storage_id, parent, name or path.name, f, size, progress.update
-            )
+        with Progress(f"send {name}", size) as progress:
+            handle, response = send(self.storage_id, parent, name, source, size, progress.update)
             progress.finish(f"-> {folder}/")
         return handle, int(response.code)
 

@@ -1,7 +1,9 @@
 """Checking an archive on the PC, offline or while its bytes arrive.
 
 The engine's own archive reader does the work (manifest, sizes, SHA-256
-trailer), so a broken copy is noticed on the PC, not at restore time.
+trailer), so a broken copy is noticed on the PC, not at restore time.  An
+age-encrypted archive (``x.mbak.age``) is decrypted on the fly and gets the
+same checks, after age's own (every chunk authenticated, nothing missing).
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import EngineError
 from engine.mbak.ingest import ArchiveIngest
@@ -20,7 +23,11 @@ from engine.mbak.names import safe_relpath
 from engine.mbak.tar import MemberInfo
 
 from .chain import CHAIN_FILE, Chain
+from .encrypted import DecryptedFile, is_encrypted
 from .errors import EXIT_CORRUPT, EXIT_OK, ToolError
+
+if TYPE_CHECKING:
+    from engine.agefile import X25519Identity
 
 
 @dataclass
@@ -34,6 +41,8 @@ class ArchiveSummary:
     members: int
     sha256: str
     changed: list[int] = field(default_factory=list)
+    encrypted: bool = False
+    """``path`` is age-encrypted; ``size`` and ``sha256`` are the archive's, decrypted."""
 
     @property
     def backup_id(self) -> str:
@@ -47,7 +56,8 @@ class ArchiveSummary:
     def describe(self) -> list[str]:
         m = self.manifest
         lines = [
-            f"{self.path.name}: OK ({self.size} bytes)",
+            f"{self.path.name}: OK ({self.size} bytes"
+            + (", decrypted; every age chunk authenticated)" if self.encrypted else ")"),
             f"  device {m.get('device')}, created {m.get('created')}, "
             f"kind {m.get('kind')}, mode {m.get('mode')}",
             f"  backup id {self.backup_id}"
@@ -140,9 +150,22 @@ class ArchiveChecker:
         )
 
 
-def verify_archive(path: Path, chunk: int = 1 << 20) -> ArchiveSummary:
-    """Check one ``.mbak`` or ``.snapshot`` offline; raises :class:`ToolError`."""
+def verify_archive(
+    path: Path, chunk: int = 1 << 20, identities: Sequence[X25519Identity] | None = None
+) -> ArchiveSummary:
+    """Check one ``.mbak`` or ``.snapshot`` offline; raises :class:`ToolError`.
+
+    An encrypted one (``.mbak.age``) needs ``identities`` and is checked as
+    it decrypts, never written out.
+    """
     checker = ArchiveChecker(path)
+    if is_encrypted(path):
+        with DecryptedFile(path, identities or []) as plain:
+            while data := plain.read(chunk):
+                checker.feed(data)
+        summary = checker.finish()
+        summary.encrypted = True
+        return summary
     try:
         with open(path, "rb") as f:
             while data := f.read(chunk):
@@ -152,7 +175,7 @@ def verify_archive(path: Path, chunk: int = 1 << 20) -> ArchiveSummary:
     return checker.finish()
 
 
-def verify_target(target: Path) -> int:
+def verify_target(target: Path, identities: Sequence[X25519Identity] | None = None) -> int:
     """``mtp-backup verify``: one archive, or every archive of a directory's chain.
 
     For a directory, also that each archive is the backup ``chain.json`` says
@@ -160,7 +183,7 @@ def verify_target(target: Path) -> int:
     restore applies them in that order.  Returns the exit code.
     """
     if not target.is_dir():
-        print("\n".join(verify_archive(target).describe()))
+        print("\n".join(verify_archive(target, identities=identities).describe()))
         return EXIT_OK
     chain = Chain.load(target)
     entries = list(chain.all_entries())
@@ -170,7 +193,7 @@ def verify_target(target: Path) -> int:
     for entry in entries:
         for name in filter(None, (entry.archive, entry.snapshot)):
             try:
-                summary = verify_archive(target / name)
+                summary = verify_archive(target / name, identities=identities)
             except ToolError as exc:
                 print(exc, file=sys.stderr)
                 bad += 1

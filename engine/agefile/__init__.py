@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from .decrypt import NO_MATCH, Decryptor, decrypt_chunks, decrypted_size, unwrap_file_key
 from .encrypt import EncryptedView, PlainReader
-from .errors import AgeError
+from .errors import AgeError, NoMatchingIdentity
 from .header import Header, Stanza, build_header, parse_header
 from .keys import X25519Identity, X25519Recipient, parse_identities
 from .primitives import CHUNK_SIZE, encrypted_size, payload_size, plaintext_size
@@ -33,6 +33,7 @@ __all__ = [
     "Decryptor",
     "EncryptedView",
     "Header",
+    "NoMatchingIdentity",
     "PlainReader",
     "Stanza",
     "X25519Identity",

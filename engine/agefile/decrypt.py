@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
-from .errors import AgeError
+from .errors import AgeError, NoMatchingIdentity
 from .header import Header, parse_header
 from .keys import X25519Identity
 from .payload import ChunkCipher, payload_key
@@ -29,7 +29,7 @@ def unwrap_file_key(header: Header, identities: Sequence[X25519Identity]) -> byt
             if file_key is not None:
                 header.verify(file_key)
                 return file_key
-    raise AgeError(NO_MATCH)
+    raise NoMatchingIdentity(NO_MATCH)
 
 
 class Decryptor:

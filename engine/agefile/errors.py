@@ -12,3 +12,7 @@ class AgeError(Exception):
     @property
     def message(self) -> str:
         return str(self.args[0]) if self.args else "age error"
+
+
+class NoMatchingIdentity(AgeError):
+    """None of the given identities opens any recipient stanza: a wrong key, not a bad file."""
