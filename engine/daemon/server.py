@@ -31,6 +31,7 @@ from .archive import PlanCursor
 from .config import EngineConfig
 from .core import Engine
 from .operations import PreparedBackup, load_previous, prepare_backup, restore_archive
+from .spool import clear_leftovers
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,9 @@ class EngineServer:
             os.chown(path, -1, gid)
         os.chmod(path, self.config.socket_mode)
         sock.listen(64)
+        # Bound, so no other engine serves here: what the spool holds, a dead one left.
+        for name in clear_leftovers(self.config.spool_dir):
+            log.warning("removed %s from the spool, left by an engine that crashed", name)
         listener = trio.SocketListener(sock)
         self.engine.modes.write_state_file()
         log.info("backup engine listening on %s", path)
