@@ -19,7 +19,7 @@ from mtp_responder.core.codes import ResponseCode
 
 from .chain import Chain
 from .device import BackupDevice, open_device, response_name
-from .encrypted import DecryptedFile, is_encrypted, plain_name, require_identities
+from .encrypted import DecryptedFile, is_encrypted, plain_name
 from .errors import EXIT_REFUSED, ToolError
 from .verify import verify_archive
 
@@ -49,7 +49,9 @@ def restore(
         if not f.is_file():
             raise ToolError(f"{f}: no such file")
         if is_encrypted(f):
-            require_identities(f, identities)
+            # Opening reads the header only: a wrong key fails here, before any USB traffic.
+            with DecryptedFile(f, identities or []):
+                pass
     if verify:
         for f in files:
             verify_archive(f, identities=identities)
