@@ -33,6 +33,7 @@ from ..mbak.manifest import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST_NAME,
+    OWNER_AREA,
     TRAILER_LINE,
     TRAILER_NAME,
     StreamEntry,
@@ -337,9 +338,12 @@ class PlanBuilder:
         self.streams: list[StreamEntry] = []
         self._cur: StreamEntry | None = None
 
-    def begin_stream(self, sid: int, drive: str, ttype: TransferType) -> StreamEntry:
+    def begin_stream(
+        self, sid: int, drive: str, ttype: TransferType, area: str = OWNER_AREA
+    ) -> StreamEntry:
         assert self._cur is None
-        st = StreamEntry(len(self.streams), sid, drive, ttype, stream_member(sid, drive, ttype))
+        member = stream_member(sid, drive, ttype, area)
+        st = StreamEntry(len(self.streams), sid, drive, ttype, member, area=area)
         self.streams.append(st)
         self._cur = st
         return st
@@ -354,11 +358,15 @@ class PlanBuilder:
         self._cur.entries += 1
         self._cur.content_bytes += content
 
-    def add_files(self, private_dir: Path, records: Iterable[FileRecord]) -> None:
-        """Add passive file members (planned from their stat records)."""
+    def add_files(self, root_dir: Path, records: Iterable[FileRecord]) -> None:
+        """Add file members planned from their stat records, paths relative to ``root_dir``.
+
+        ``root_dir`` is the private directory for an owner's passive data, the
+        drive's root for its public files.
+        """
         assert self._cur is not None
         prefix = self._cur.member
-        root = os.fsencode(private_dir)
+        root = os.fsencode(root_dir)
         for r in records:
             path = os.path.join(root, os.fsencode(r.path.rstrip("/")))
             name = f"{prefix}/{r.path}"
@@ -372,7 +380,7 @@ class PlanBuilder:
 
     def add_segments_from(self, other: list[Segment], entry: StreamEntry) -> None:
         """Reuse another plan's segments for one stream (per-owner archives)."""
-        st = self.begin_stream(entry.sid, entry.drive, entry.ttype)
+        st = self.begin_stream(entry.sid, entry.drive, entry.ttype, entry.area)
         for seg in other:
             copy: Segment
             if isinstance(seg, FileSegment):

@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import CorruptError, DiskFullError, EngineError, GeneralError, UnderflowError
@@ -76,7 +77,14 @@ class Scope:
 
 
 def recover(private_root: Path) -> None:
-    """Clean up after a crash: drop staging leftovers, put back half-swapped dirs."""
+    """Clean up after a crash: drop staging leftovers, put back half-swapped dirs.
+
+    A public restore the crash interrupted during its commit is finished
+    (see :mod:`engine.daemon.publicstage`).
+    """
+    from .publicstage import recover_public  # it builds on this module
+
+    recover_public(private_root)
     try:
         names = os.listdir(private_root)
     except OSError:
@@ -145,7 +153,7 @@ class PassiveStage:
                 os.chmod(self.staging, 0o750)
         except OSError as e:
             self.abort()
-            raise _os_error(e, "preparing the restore") from e
+            raise os_error(e, "preparing the restore") from e
 
     def _clone(self, src: Path, dst: Path, top: bool = False) -> None:
         with os.scandir(src) as it:
@@ -234,7 +242,7 @@ class PassiveStage:
                 self._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
             )
         except OSError as e:
-            raise _os_error(e, rel) from e
+            raise os_error(e, rel) from e
         self._cur = FileRecord(rel, size, mtime_ns, mode)
         self._cur_written = 0
         return True
@@ -249,7 +257,7 @@ class PassiveStage:
                 n = os.write(self._tmp, mv)
                 mv = mv[n:]
         except OSError as e:
-            raise _os_error(e, self._cur.path) from e
+            raise os_error(e, self._cur.path) from e
         self._cur_written += len(data)
         self.written += len(data)
 
@@ -278,7 +286,7 @@ class PassiveStage:
             os.rename(self._tmp_path, target)
             self._tmp_path = None
         except OSError as e:
-            raise _os_error(e, r.path) from e
+            raise os_error(e, r.path) from e
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -302,7 +310,7 @@ class PassiveStage:
                         self._chown(t, *self._owner)
                     os.utime(t, ns=(r.mtime_ns, r.mtime_ns))
         except OSError as e:
-            raise _os_error(e, "finishing the restore") from e
+            raise os_error(e, "finishing the restore") from e
 
     def _apply_deletions(self, snap: Snapshot) -> dict[str, FileRecord]:
         """Delete in-scope entries the snapshot does not list; returns what is left."""
@@ -383,7 +391,7 @@ class PassiveStage:
             self.staging = None
             shutil.rmtree(old, ignore_errors=True)
         except OSError as e:
-            raise _os_error(e, "swapping in the restored data") from e
+            raise os_error(e, "swapping in the restored data") from e
 
     def abort(self) -> None:
         if self._tmp is not None:
@@ -394,7 +402,48 @@ class PassiveStage:
             self.staging = None
 
 
-def _os_error(e: OSError, what: str) -> EngineError:
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest existing parent: where its file system is known."""
+    p = path
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    return p
+
+
+def check_free_space(needs: Iterable[tuple[Path, int, int]]) -> None:
+    """Refuse a restore up front when a file system cannot hold what it will stage.
+
+    ``needs`` are ``(directory, bytes, files)``: what will be written below each
+    directory. They are summed per file system, each file rounded up by one
+    block, and compared with the space free to the engine's user. Raises
+    DiskFull naming the need and the free space, before anything is written,
+    instead of failing half-way.
+    """
+    per_fs: dict[int, tuple[Path, int, int]] = {}
+    for directory, nbytes, files in needs:
+        where = _existing(directory)
+        try:
+            dev = os.stat(where).st_dev
+        except OSError:
+            continue
+        first, b, f = per_fs.get(dev, (where, 0, 0))
+        per_fs[dev] = (first, b + nbytes, f + files)
+    for where, nbytes, files in per_fs.values():
+        try:
+            vfs = os.statvfs(where)
+        except OSError:
+            continue
+        need = nbytes + files * vfs.f_frsize
+        free = vfs.f_bavail * vfs.f_frsize
+        if need > free:
+            raise DiskFullError(
+                f"the restore needs {need} bytes on the file system of {where} "
+                f"and only {free} bytes are free there"
+            )
+
+
+def os_error(e: OSError, what: str) -> EngineError:
+    """A file system error as an engine error: DiskFull for a full disk, else General."""
     if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return DiskFullError(f"no space left while restoring {what}")
     return GeneralError(f"{what}: {e.strerror or e}")

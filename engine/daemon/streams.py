@@ -144,6 +144,8 @@ class SnapshotCollector:
     def __init__(self, spool: Path) -> None:
         self.spool = spool
         self.files: dict[tuple[int, str, TransferType], Path] = {}
+        self.public: dict[str, Path] = {}
+        """The public snapshot of each drive, apart: it belongs to no owner."""
         self.manifest: dict[str, object] = {}
         self._f: object = None
 
@@ -153,8 +155,12 @@ class SnapshotCollector:
     def begin_member(self, entry: StreamEntry, rel: str | None, info: MemberInfo) -> bool:
         if not entry.ttype.is_snapshot:
             return False
-        p = self.spool / f"{format_sid(entry.sid)}-{entry.drive}-{entry.ttype.slug}"
-        self.files[(entry.sid, entry.drive, entry.ttype)] = p
+        if entry.public:
+            p = self.spool / f"public-{entry.drive}-{entry.ttype.slug}"
+            self.public[entry.drive] = p
+        else:
+            p = self.spool / f"{format_sid(entry.sid)}-{entry.drive}-{entry.ttype.slug}"
+            self.files[(entry.sid, entry.drive, entry.ttype)] = p
         self._f = open(p, "wb")
         return True
 

@@ -12,7 +12,7 @@ refused before anything is staged; the rules are stated in README.md
 from __future__ import annotations
 
 from ..errors import CorruptError
-from ..types import TransferType, format_sid
+from ..types import TransferType
 from .manifest import StreamEntry
 
 PASSIVE_DATA = (TransferType.PASSIVE_BASE, TransferType.PASSIVE_INCREMENTAL)
@@ -21,7 +21,7 @@ INCREMENT_ONLY = (TransferType.PASSIVE_INCREMENTAL, TransferType.ACTIVE_INCREMEN
 
 
 def _where(e: StreamEntry) -> str:
-    return f"{format_sid(e.sid)}/{e.drive}"
+    return e.place
 
 
 def check_contents(mode: object, kind: object, streams: list[StreamEntry]) -> None:
@@ -33,12 +33,15 @@ def check_contents(mode: object, kind: object, streams: list[StreamEntry]) -> No
     * a ``.snapshot`` file (``kind: "snapshot"``) holds snapshot streams only;
     * otherwise passive data comes in pairs: a ``passive-snapshot`` and one
       file stream for the same owner and drive, never one without the other;
+      so do a drive's public files (area ``public``), for the same reason:
+      without the public snapshot a restore could not delete what the backup
+      did not hold;
     * active data is at most one ``active-base`` or ``active-incremental``
       stream per owner and drive, and an ``active-snapshot`` comes with one;
     * a base (``mode: "base"``) holds no incremental stream.
     """
     seen: dict[str, StreamEntry] = {}
-    by_place: dict[tuple[int, str], list[StreamEntry]] = {}
+    by_place: dict[tuple[str, int, str], list[StreamEntry]] = {}
     for e in streams:
         other = seen.get(e.member)
         if other is not None:
@@ -47,7 +50,7 @@ def check_contents(mode: object, kind: object, streams: list[StreamEntry]) -> No
                 f"are both {e.member}"
             )
         seen[e.member] = e
-        by_place.setdefault((e.sid, e.drive), []).append(e)
+        by_place.setdefault((e.area, e.sid, e.drive), []).append(e)
         if e.ttype not in PASSIVE_DATA and e.entries != 1:
             raise CorruptError(f"stream {e.index} ({e.member}) must hold exactly one member")
         if kind == "snapshot" and not e.ttype.is_snapshot:

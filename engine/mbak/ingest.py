@@ -18,7 +18,7 @@ import hashlib
 from typing import Protocol
 
 from ..errors import CorruptError, OverflowEngineError
-from ..types import TransferType, format_sid
+from ..types import TransferType
 from .contents import check_contents
 from .manifest import (
     FLAG_CHANGED,
@@ -83,7 +83,7 @@ class ArchiveIngest:
 
     def _describe(self, i: int) -> str:
         e = self.streams[i]
-        return f"{i} ({format_sid(e.sid)}/{e.drive}/{e.ttype.slug})"
+        return f"{i} ({e.place}/{e.ttype.slug})"
 
     def _close_stream(self) -> None:
         if self._state == "stream" and self._idx >= 0:

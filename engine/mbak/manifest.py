@@ -5,6 +5,10 @@ owners, one entry per data stream with its size), and its last is
 ``manifest-digests``, one fixed-width line per stream with the stream's SHA-256
 and a flag saying whether the data changed while it was read.  A reader of an
 untrusted archive checks every stream against both.
+
+Streams belong to an *area*: ``owner`` (an owner's private data, under
+``owners/<SID>/<drive>/``) or ``public`` (the public files of one drive, shared
+by every owner that selects them, under ``public/<drive>/``; their SID is 0).
 """
 
 from __future__ import annotations
@@ -16,22 +20,36 @@ from ..errors import CorruptError
 from ..types import TransferType, format_sid, parse_sid
 
 FORMAT = "mbak"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 2 added the public area; version 1 archives have none and read the same."""
 MANIFEST_NAME = "manifest.json"
 TRAILER_NAME = "manifest-digests"
 TRAILER_LINE = 74  # "NNNNNN <64 hex> F\n"
 MAX_MANIFEST_BYTES = 16 << 20
 FLAG_OK = "-"
 FLAG_CHANGED = "C"
+OWNER_AREA = "owner"
+PUBLIC_AREA = "public"
+PUBLIC_TYPES = (
+    TransferType.PASSIVE_SNAPSHOT,
+    TransferType.PASSIVE_BASE,
+    TransferType.PASSIVE_INCREMENTAL,
+)
+"""A public area is described like passive data: a snapshot and a file stream."""
 
 
 def owner_prefix(sid: int, drive: str) -> str:
     return f"owners/{format_sid(sid)}/{drive}"
 
 
-def stream_member(sid: int, drive: str, ttype: TransferType) -> str:
+def public_prefix(drive: str) -> str:
+    return f"public/{drive}"
+
+
+def stream_member(sid: int, drive: str, ttype: TransferType, area: str = OWNER_AREA) -> str:
     """Member name of a stream; file streams are a directory of members instead."""
-    base = owner_prefix(sid, drive)
+    base = public_prefix(drive) if area == PUBLIC_AREA else owner_prefix(sid, drive)
     if ttype in (TransferType.PASSIVE_BASE, TransferType.PASSIVE_INCREMENTAL):
         return f"{base}/files"
     return f"{base}/{ttype.slug}"
@@ -50,13 +68,23 @@ class StreamEntry:
     entries: int = 0
     content_bytes: int = 0
     start: int = 0
+    area: str = OWNER_AREA
 
     @property
     def end(self) -> int:
         return self.start + self.size
 
+    @property
+    def public(self) -> bool:
+        return self.area == PUBLIC_AREA
+
+    @property
+    def place(self) -> str:
+        """Where the stream's data lives, for messages: ``0FA00001/c`` or ``public/c``."""
+        return f"public/{self.drive}" if self.public else f"{format_sid(self.sid)}/{self.drive}"
+
     def to_manifest(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "index": self.index,
             "sid": format_sid(self.sid),
             "drive": self.drive,
@@ -66,6 +94,9 @@ class StreamEntry:
             "entries": self.entries,
             "content_bytes": self.content_bytes,
         }
+        if self.public:
+            out["area"] = PUBLIC_AREA
+        return out
 
 
 def load_manifest(data: bytes) -> dict[str, object]:
@@ -78,7 +109,7 @@ def load_manifest(data: bytes) -> dict[str, object]:
         raise CorruptError(f"manifest is not valid JSON: {e}") from e
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise CorruptError("not a backup archive manifest")
-    if m.get("format_version") != FORMAT_VERSION:
+    if m.get("format_version") not in READABLE_VERSIONS:
         raise CorruptError(f"unsupported archive format version {m.get('format_version')!r}")
     if m.get("mode") not in ("base", "incremental"):
         raise CorruptError("manifest has no valid mode")
@@ -102,7 +133,13 @@ def parse_manifest_streams(m: dict[str, object]) -> list[StreamEntry]:
             drive = str(s["drive"])
             if len(drive) != 1 or not drive.isalpha() or not drive.islower():
                 raise ValueError("bad drive")
-            e = StreamEntry(i, sid, drive, ttype, stream_member(sid, drive, ttype))
+            area = s.get("area", OWNER_AREA)
+            if area not in (OWNER_AREA, PUBLIC_AREA):
+                raise ValueError(f"unknown area {str(area)[:40]!r}")
+            if area == PUBLIC_AREA and (ttype not in PUBLIC_TYPES or sid != 0):
+                raise ValueError("a public stream is passive data of SID 0")
+            e = StreamEntry(i, sid, drive, ttype, stream_member(sid, drive, ttype, area))
+            e.area = area
             if s.get("member") != e.member:
                 raise ValueError("bad member name")
             for k in ("size", "entries", "content_bytes"):
