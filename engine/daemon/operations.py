@@ -46,7 +46,9 @@ from .activedata import ActiveDataSink, ActiveDataSource
 from .archive import ArchivePlan, PlanBuilder, PlanCursor, Segment
 from .core import Engine
 from .owners import DataOwner
-from .restore import PassiveStage, Scope
+from .publicfiles import PublicScope, plan_public
+from .publicstage import PublicStage
+from .restore import PassiveStage, Scope, check_free_space
 from .sequencing import Event, requested
 from .spool import new_spool_dir
 from .streams import SnapshotCollector
@@ -192,6 +194,16 @@ async def _prepare(
             owner_meta.append(_owner_meta(o))
             for d in _drives(engine, o):
                 await _plan_owner_drive(engine, o, d, st, prev_files, spool, [builders["full"], ob])
+        # Public files after the owners' streams: each drive's selected files, once.
+        await trio.to_thread.run_sync(
+            plan_public,
+            engine.config,
+            engine.mode.drives,
+            builders["full"],
+            [(o, per_owner[o.sid]) for o in owners if o.sid in per_owner],
+            previous.public if previous else {},
+            spool,
+        )
         mode = "incremental" if incremental else "base"
         base: dict[str, object] = {
             "device": engine.config.device_name,
@@ -231,6 +243,18 @@ async def _prepare(
     except BaseException:
         shutil.rmtree(spool, ignore_errors=True)
         raise
+
+
+def _public_owners(manifest: dict[str, object]) -> set[int]:
+    """Owners the manifest lists with public files (flag HasPublicFiles): theirs are restored."""
+    out: set[int] = set()
+    for o in manifest.get("owners") or []:  # type: ignore[attr-defined]
+        if isinstance(o, dict) and isinstance(o.get("passive"), int) and o["passive"] & 1:
+            try:
+                out.add(int(str(o.get("sid")), 16))
+            except ValueError:
+                continue
+    return out
 
 
 def _snapshot_streams(b: PlanBuilder) -> list[tuple[StreamEntry, list[Segment]]]:
@@ -366,8 +390,10 @@ class RestoreHandler:
         self.whole: set[tuple[int, str]] = set()
         self.incremental = False
         self.selected: set[int] = set()
+        self.public: dict[str, PublicStage] = {}
+        self.public_whole: set[str] = set()
         self._f: BinaryIO | None = None
-        self._stage: PassiveStage | None = None
+        self._stage: PassiveStage | PublicStage | None = None
 
     def on_manifest(self, manifest: dict[str, object], streams: list[StreamEntry]) -> None:
         self.manifest = manifest
@@ -376,7 +402,9 @@ class RestoreHandler:
         if manifest.get("kind") == "snapshot":
             raise CorruptError("a .snapshot file holds no data to restore")
         owners = self.engine.registry.owners or {}
-        in_archive = {e.sid for e in streams}
+        in_archive = {e.sid for e in streams if not e.public}
+        if any(e.public for e in streams):
+            in_archive |= _public_owners(manifest)
         wanted = in_archive if self.sids is None else in_archive & set(self.sids)
         if self.sids is not None:
             missing = set(self.sids) - in_archive
@@ -391,6 +419,12 @@ class RestoreHandler:
                 + ", ".join(format_sid(s) for s in unknown)
             )
         for e in streams:
+            if e.public:
+                if e.drive not in self.engine.config.drives:
+                    raise NotFoundError(f"drive {e.drive} of the public files does not exist here")
+                if e.ttype == TransferType.PASSIVE_BASE:
+                    self.public_whole.add(e.drive)
+                continue
             if e.sid not in wanted:
                 continue
             if e.drive not in self.engine.config.drives:
@@ -405,6 +439,34 @@ class RestoreHandler:
             if e.ttype == TransferType.PASSIVE_BASE:
                 self.whole.add((e.sid, e.drive))
         self.selected = wanted
+        check_free_space(self._space_needed())
+
+    def _space_needed(self) -> list[tuple[Path, int, int]]:
+        """Where each selected stream will be staged: passive and public files, or the spool."""
+        cfg = self.engine.config
+        out = []
+        for e in self.streams:
+            if not (e.public or e.sid in self.selected):
+                continue
+            files = e.ttype in (TransferType.PASSIVE_BASE, TransferType.PASSIVE_INCREMENTAL)
+            where = cfg.private_root(e.drive) if files else self.spool
+            out.append((where, e.content_bytes, e.entries))
+        return out
+
+    def _public_for(self, d: str) -> PublicStage:
+        st = self.public.get(d)
+        if st is None:
+            owners = self.engine.registry.owners or {}
+            restored = [owners[s] for s in sorted(self.selected) if s in owners]
+            st = PublicStage(
+                d,
+                self.engine.config.drive_root(d),
+                PublicScope(d, owners.values()),
+                PublicScope(d, restored),
+            )
+            st.open()
+            self.public[d] = st
+        return st
 
     def _stage_for(self, sid: int, d: str) -> PassiveStage:
         st = self.stages.get((sid, d))
@@ -424,6 +486,15 @@ class RestoreHandler:
         return st
 
     def begin_member(self, entry: StreamEntry, rel: str | None, info: MemberInfo) -> bool:
+        if entry.public and rel is not None:
+            pst = self._public_for(entry.drive)
+            self._stage = pst
+            return pst.begin(rel, info.size, info.mtime_ns, info.mode, info.is_dir)
+        if entry.public:
+            p = self.spool / f"public-{entry.drive}-snapshot"
+            self.snap_files[(-1, entry.drive)] = p
+            self._f = open(p, "wb")
+            return True
         if entry.sid not in self.selected:
             return False
         if rel is not None:
@@ -453,7 +524,12 @@ class RestoreHandler:
             self._stage = None
 
     def end_stream(self, entry: StreamEntry) -> None:
-        if entry.sid not in self.selected:
+        if entry.public and entry.ttype == TransferType.PASSIVE_SNAPSHOT:
+            p = self.snap_files.get((-1, entry.drive))
+            if p is not None:
+                self._public_for(entry.drive).set_snapshot(Snapshot.from_file(p))
+            return
+        if entry.public or entry.sid not in self.selected:
             return
         if entry.ttype == TransferType.PASSIVE_SNAPSHOT:
             p = self.snap_files.get((entry.sid, entry.drive))
@@ -470,6 +546,8 @@ class RestoreHandler:
         for (sid, d), stage in sorted(self.stages.items()):
             stage.finalize()
             stage.check_complete((sid, d) in self.whole)
+        for d, pst in sorted(self.public.items()):
+            pst.finalize(d in self.public_whole)
 
     def abort(self) -> None:
         if self._f is not None:
@@ -477,6 +555,8 @@ class RestoreHandler:
             self._f = None
         for st in self.stages.values():
             st.abort()
+        for pst in self.public.values():
+            pst.abort()
 
 
 async def restore_archive(
@@ -506,10 +586,12 @@ async def restore_archive(
         await trio.to_thread.run_sync(ingest.finish)
         result.bytes_read = ingest.bytes_in
         changed = [
-            ingest.streams[i] for i in ingest.changed if ingest.streams[i].sid in handler.selected
+            ingest.streams[i]
+            for i in ingest.changed
+            if ingest.streams[i].sid in handler.selected or ingest.streams[i].public
         ]
         if changed:
-            names = sorted({format_sid(e.sid) for e in changed})
+            names = sorted({e.place.split("/")[0] if not e.public else e.place for e in changed})
             raise CorruptError(
                 "files changed while the backup was taken (owners " + ", ".join(names) + ")"
             )
@@ -539,7 +621,7 @@ async def restore_archive(
 
 
 async def _enter_restore(engine: Engine, handler: RestoreHandler, sids: list[int] | None) -> None:
-    drives = sorted({e.drive for e in handler.streams if e.sid in handler.selected})
+    drives = sorted({e.drive for e in handler.streams if e.sid in handler.selected or e.public})
     inc = BackupIncType.INCREMENT if handler.incremental else BackupIncType.BASE
     registry = engine.registry
     if sids is not None:
@@ -616,6 +698,16 @@ async def _commit(engine: Engine, handler: RestoreHandler, result: RestoreResult
                 result.owners.append(OwnerResult(sid, int(e.code), e.message))
                 first_error = first_error or e
                 failed.add(sid)
+    # Public files are shared by owners: put back only when every owner was.
+    for _d, pst in sorted(handler.public.items()):
+        if failed:
+            await trio.to_thread.run_sync(pst.abort)
+            continue
+        try:
+            await trio.to_thread.run_sync(pst.commit)
+        except EngineError as e:
+            await trio.to_thread.run_sync(pst.abort)
+            first_error = first_error or e
     for sid in sorted(handler.selected):
         if not any(r.sid == sid for r in result.owners):
             result.owners.append(OwnerResult(sid, 0, "restored"))
