@@ -17,9 +17,11 @@ module: :mod:`~mtp_backup.backup`, :mod:`~mtp_backup.restore`,
 restore in), :mod:`~mtp_backup.device` (the MTP session) and
 :mod:`~mtp_backup.progress`.
 
-Exit codes: 0 done; 1 device or transfer error; 2 usage; 3 the device refused
-the restore (the reason from ``Restore/status.txt`` is printed); 4 an archive
-failed verification.
+Exit codes: 0 done; 1 device or transfer error; 2 usage (also an encrypted
+backup without ``--identity``, or with keys none of which opens it); 3 the
+device refused the restore (the reason from ``Restore/status.txt`` is
+printed); 4 an archive failed verification (for a ``.mbak.age`` also a
+damaged, truncated or extended encrypted file).
 """
 
 from __future__ import annotations

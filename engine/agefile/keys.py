@@ -62,10 +62,7 @@ class X25519Recipient:
 
     @classmethod
     def parse(cls, text: str) -> X25519Recipient:
-        text = text.strip()
-        if text != text.lower():
-            raise AgeError("an age recipient is lowercase")
-        hrp, data = bech32.decode(text)
+        hrp, data = bech32.decode(text.strip())
         if hrp != RECIPIENT_HRP:
             raise AgeError("not an age X25519 recipient (age1...)")
         return cls(data)
@@ -113,10 +110,7 @@ class X25519Identity:
 
     @classmethod
     def parse(cls, text: str) -> X25519Identity:
-        text = text.strip()
-        if text != text.upper():
-            raise AgeError("an age secret key is uppercase")
-        hrp, data = bech32.decode(text)
+        hrp, data = bech32.decode(text.strip())
         if hrp != IDENTITY_HRP:
             raise AgeError("not an age X25519 identity (AGE-SECRET-KEY-1...)")
         return cls(data)
