@@ -7,6 +7,14 @@ check.  SIGHUP re-reads the configuration; one that does not pass the check
 is reported and ignored, so a typo never takes a working device down.
 SIGTERM and SIGINT end the session (providers release any backup mode) and
 exit with status 0.
+
+On a gadget nothing enumerates until the FunctionFS descriptors are written,
+so a start writes them as soon as the configuration file has been read, with
+no more of the responder loaded than that takes (no trio, no MTP core, no
+provider).  The providers load while the host enumerates; commands that
+arrive meanwhile wait in the transport's buffers until the server reads them.
+A provider the configuration gets wrong still stops the start, with the same
+one-line message as ``--check-config``.
 """
 
 from __future__ import annotations
@@ -16,15 +24,30 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import trio
-
-from . import __version__
-from .app import Responder
 from .config import LOG_LEVELS, Config, ConfigError, load_config
-from .transport.base import Transport
+
+if TYPE_CHECKING:
+    from .app import Responder
+    from .transport.base import Transport
+    from .transport.ffs_function import MTPFunction
+    from .transport.functionfs import FunctionFSTransport
 
 log = logging.getLogger("mtp_responder")
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, reading the version only when asked (it costs an import)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from . import __version__
+
+        print(f"{parser.prog} {__version__}")
+        parser.exit()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=LOG_LEVELS,
         help="override the configured log level",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     return parser
 
 
@@ -69,13 +92,22 @@ def _setup_logging(config: Config, args: argparse.Namespace) -> None:
 def _checked(path: Path | None) -> tuple[Config, Responder]:
     """The configuration and a responder built from it: the whole check of a start."""
     config = load_config(path)
-    return config, Responder(config)
+    return config, _responder(config)
+
+
+def _responder(config: Config) -> Responder:
+    """Providers, object model and operations; a :class:`ConfigError` names what is wrong."""
+    from .app import Responder
+
+    return Responder(config)
 
 
 async def _serve_reloading(
     args: argparse.Namespace, responder: Responder, transport: Transport
 ) -> None:
     """Run a responder; on SIGHUP build a new one from the re-read config."""
+    import trio
+
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
         while True:
             async with trio.open_nursery() as nursery:
@@ -100,24 +132,62 @@ async def _serve_reloading(
                     break
 
 
-async def _run_functionfs(args: argparse.Namespace, responder: Responder) -> None:
-    from .transport.functionfs import FunctionFSTransport
+def _open_functionfs(args: argparse.Namespace, config: Config) -> FunctionFSTransport:
+    """Write the descriptors, then load the transport that serves them.
 
-    config = responder.config
-    transport = FunctionFSTransport(
-        args.functionfs,
-        buffer_size=config.transport.buffer_size,
-        out_blocks=config.transport.blocks_in_flight,
-        in_blocks=config.transport.blocks_in_flight,
-    )
+    The descriptors go first: the host cannot enumerate before, and nothing
+    more than :mod:`.ffs_function` (python-functionfs, the descriptor tables)
+    is needed to write them.
+    """
+    from .transport.ffs_function import open_function
+
+    function: MTPFunction = open_function(args.functionfs)
+    log.info("descriptors written to %s; the UDC may be bound", args.functionfs)
+    try:
+        from .transport.functionfs import FunctionFSTransport
+
+        return FunctionFSTransport(
+            args.functionfs,
+            buffer_size=config.transport.buffer_size,
+            out_blocks=config.transport.blocks_in_flight,
+            in_blocks=config.transport.blocks_in_flight,
+            function=function,
+        )
+    except BaseException:
+        function.__exit__(None, None, None)
+        raise
+
+
+async def _run_functionfs(
+    args: argparse.Namespace, config: Config, transport: FunctionFSTransport
+) -> int:
+    """Serve the gadget; the providers load while the host enumerates.
+
+    They load in a worker thread, so the transport keeps answering ep0 (the
+    host configuring the device, class requests) meanwhile.  The server is
+    started once they are ready: until then the host's first command waits
+    in the transport's OUT buffers.
+    """
+    import trio
+
     async with trio.open_nursery() as nursery:
         await nursery.start(transport.serve)
-        log.info("descriptors written to %s; the UDC may be bound", args.functionfs)
+        try:
+            responder = await trio.to_thread.run_sync(_responder, config)
+        except ConfigError as exc:
+            log.error("%s", exc)
+            print(f"mtp-responder: {exc}", file=sys.stderr)
+            nursery.cancel_scope.cancel()
+            return 2
+        log.info("providers ready")
         await _serve_reloading(args, responder, transport)
         nursery.cancel_scope.cancel()
+    return 0
 
 
 async def _run_loopback(responder: Responder) -> int:
+    import trio
+
     from .core.codes import ResponseCode
     from .testing.initiator import Initiator
     from .transport.loopback import loopback_pair
@@ -144,8 +214,12 @@ async def _run_loopback(responder: Responder) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    responder: Responder | None = None
     try:
-        config, responder = _checked(args.config)
+        if args.functionfs is None:
+            config, responder = _checked(args.config)
+        else:
+            config = load_config(args.config)  # the providers load once descriptors are out
         if not args.check_config:
             _setup_logging(config, args)
     except ConfigError as exc:
@@ -155,14 +229,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config or 'defaults'}: OK")
         return 0
     try:
-        if args.loopback:
-            return trio.run(_run_loopback, responder)
-        trio.run(_run_functionfs, args, responder)
+        if responder is not None:
+            import trio
+
+            return int(trio.run(_run_loopback, responder))
+        try:
+            transport = _open_functionfs(args, config)
+        except OSError as exc:
+            log.error("%s: cannot write the descriptors: %s", args.functionfs, exc)
+            print(f"mtp-responder: {args.functionfs}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        import trio
+
+        return int(trio.run(_run_functionfs, args, config, transport))
     except (LookupError, ValueError) as exc:
         log.error("%s", exc)
         print(f"mtp-responder: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":
