@@ -9,7 +9,15 @@ The keys live only in this object's memory.
 The view does no I/O itself.  :meth:`EncryptedView.plain_span` says which
 plaintext bytes a read needs and :meth:`EncryptedView.seal` turns them into
 the ciphertext, so an async server reads its archive in between;
-:meth:`EncryptedView.read` does both with a plain ``read(offset, n)``.
+:meth:`EncryptedView.read` does both with a plain ``read(offset, n)``::
+
+    view = EncryptedView(recipients, archive_size)   # once per served object
+    size = view.size                                  # what ObjectInfo announces
+    offset_p, length_p = view.plain_span(offset, n)   # for each read ...
+    data = view.seal(offset, n, await archive.read(offset_p, length_p))
+
+Keep the view as long as the object is served: a new view is a new file
+(fresh keys), so its bytes differ from the old one's at every offset.
 """
 
 from __future__ import annotations
