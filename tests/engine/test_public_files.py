@@ -135,7 +135,7 @@ async def test_a_full_backup_holds_the_selected_public_files_and_tar_gives_them_
     assert mid == data[70_001:75_001]
 
     manifest, _members = split(data)
-    public = [s for s in manifest["streams"] if s.get("area") == "public"]
+    public = [s for s in manifest["streams"] if s.get("area") == "public"]  # type: ignore[attr-defined]
     assert [(s["drive"], s["type"]) for s in public] == [
         ("c", "passive-snapshot"),
         ("c", "passive-base"),
