@@ -183,8 +183,11 @@ class PublicStage:
             raise UnderflowError("public data ends inside a file")
         if self.snapshot is None:
             raise CorruptError(f"public/{self.drive}: no public snapshot")
+        snap = self.snapshot
+        # Members that came before the snapshot were staged unchecked: the list decides.
+        self.staged = {k: v for k, v in self.staged.items() if k in snap}
         present = self.device_records()
-        self.deletes = sorted(p for p in present if p not in self.snapshot)
+        self.deletes = sorted(p for p in present if p not in snap)
         for r in self.snapshot.entries.values():
             if r.is_dir or r.path not in self.scope:
                 continue
@@ -215,6 +218,20 @@ class PublicStage:
     def commit(self) -> None:
         """Write the journal, then apply it: renames and deletions, each atomic."""
         assert self.staging is not None
+        self.write_journal()
+        try:
+            apply_journal(self.staging)
+        except OSError as e:
+            # Journalled: the staging stays for the next start to finish, never dropped.
+            kept, self.staging = self.staging, None
+            log.error("public commit of drive %s stopped; %s is kept", self.drive, kept)
+            raise os_error(e, f"committing the public files of drive {self.drive}") from e
+        staging, self.staging = self.staging, None
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def write_journal(self) -> None:
+        """Record the commit durably; from here on a crash is finished at the next start."""
+        assert self.staging is not None
         journal = {
             "drive_root": str(self.drive_root),
             "renames": [[f, rel] for rel, (f, _r) in sorted(self.staged.items())],
@@ -228,11 +245,8 @@ class PublicStage:
                 os.fsync(fh.fileno())
             os.rename(tmp, self.staging / JOURNAL)
             _fsync_dir(self.staging)
-            apply_journal(self.staging)
         except OSError as e:
-            raise os_error(e, f"committing the public files of drive {self.drive}") from e
-        staging, self.staging = self.staging, None
-        shutil.rmtree(staging, ignore_errors=True)
+            raise os_error(e, f"journalling the public files of drive {self.drive}") from e
 
     def abort(self) -> None:
         """Drop everything staged; the public area was never touched. Never raises."""

@@ -21,8 +21,12 @@ import pytest
 
 from engine.client import EngineClient
 from engine.daemon.config import EngineConfig
+from engine.daemon.owners import discover
+from engine.daemon.publicfiles import PublicScope, public_records
+from engine.daemon.publicstage import PublicStage
 from engine.errors import ErrorCode
 from engine.mbak.manifest import TRAILER_NAME
+from engine.mbak.snapshot import Snapshot
 from engine.types import BURMode
 
 from .conftest import EngineProcess, start_engine, stop_engine
@@ -410,3 +414,77 @@ async def test_a_restore_larger_than_the_free_space_is_refused_before_anything_c
         res = await c.restore_archive(_chunks(data))
     assert res.ok, res
     assert len((root / "public/photos/big.jpg").read_bytes()) == 1_200_000
+
+
+async def test_a_partial_restore_puts_back_only_the_selected_owners_public_files(
+    dev: tuple[EngineConfig, EngineProcess, Path],
+) -> None:
+    """PH's photos come back; DOC's notes (not PH's selection) stay as the device has them."""
+    cfg, _, root = dev
+    async with EngineClient.connect(cfg.socket_path) as c:
+        data, _, _ = await _backup(c)
+        write_file(root / "public/photos/album/b.jpg", b"edited", T0 + 5)
+        write_file(root / "public/shared/notes.txt", b"edited notes", T0 + 5)
+        res = await c.restore_archive(_chunks(data), sids=[PH])
+    assert res.ok, res
+    assert (root / "public/photos/album/b.jpg").read_bytes() == SELECTED[
+        "public/photos/album/b.jpg"
+    ][0]
+    assert (root / "public/shared/notes.txt").read_bytes() == b"edited notes"
+
+
+async def test_a_commit_cut_short_by_a_crash_is_finished_when_the_engine_starts(
+    dev: tuple[EngineConfig, EngineProcess, Path], tmp_path: Path
+) -> None:
+    """The journal is on disk, no file was moved yet: the next engine applies it."""
+    cfg, ep, root = dev
+    stop_engine(ep)
+    owners = discover(cfg)
+    stage = PublicStage(
+        "c", root, PublicScope("c", owners.values()), PublicScope("c", owners.values())
+    )
+    stage.open()
+    new, a, notes = b"the restored picture", "public/photos/a.jpg", "public/shared/notes.txt"
+    stage.set_snapshot(
+        Snapshot(
+            r._replace(size=len(new), mtime_ns=T0 + 42) if r.path == a else r
+            for r in public_records("c", root, owners.values())
+            if r.path != notes
+        )
+    )
+    assert stage.begin(a, len(new), T0 + 42, 0o644, False)
+    stage.write(new)
+    stage.end()
+    stage.finalize(whole=False)
+    assert stage.deletes == [notes]
+    stage.write_journal()
+    # The crash: nothing applied. The public area is still all old.
+    assert (root / a).read_bytes() == SELECTED[a][0]
+    assert (root / notes).exists()
+    ep2 = start_engine(cfg, tmp_path)
+    try:
+        assert (root / a).read_bytes() == new
+        assert (root / a).stat().st_mtime_ns == T0 + 42
+        assert not (root / notes).exists()
+        assert not [n for n in os.listdir(root / "private") if n.startswith(".mbak")]
+    finally:
+        stop_engine(ep2)
+
+
+async def test_a_public_file_the_snapshot_does_not_list_is_not_put_back(
+    dev: tuple[EngineConfig, EngineProcess, Path],
+) -> None:
+    """Even when the archive sends the files before their snapshot: the list decides."""
+    cfg, _, root = dev
+    async with EngineClient.connect(cfg.socket_path) as c:
+        data, _, _ = await _backup(c)
+        manifest, members = split(data)
+        streams = list(manifest["streams"])  # type: ignore[call-overload]
+        i = next(k for k, s in enumerate(streams) if s.get("area") == "public")
+        streams[i], streams[i + 1] = streams[i + 1], streams[i]
+        planted = file_member(_files("public/photos/planted.jpg"), b"not in the list", T0)
+        archive = forge({**manifest, "streams": streams}, [*members, planted])
+        res = await c.restore_archive(_chunks(archive))
+    assert res.ok, res
+    assert not (root / "public/photos/planted.jpg").exists()
+    assert (root / "public/photos/a.jpg").read_bytes() == SELECTED["public/photos/a.jpg"][0]
