@@ -699,7 +699,8 @@ async def _commit(engine: Engine, handler: RestoreHandler, result: RestoreResult
                 first_error = first_error or e
                 failed.add(sid)
     # Public files are shared by owners: put back only when every owner was.
-    for _d, pst in sorted(handler.public.items()):
+    public_failed: list[str] = []
+    for d, pst in sorted(handler.public.items()):
         if failed:
             await trio.to_thread.run_sync(pst.abort)
             continue
@@ -708,11 +709,12 @@ async def _commit(engine: Engine, handler: RestoreHandler, result: RestoreResult
         except EngineError as e:
             await trio.to_thread.run_sync(pst.abort)
             first_error = first_error or e
+            public_failed.append(f"public/{d}")
     for sid in sorted(handler.selected):
         if not any(r.sid == sid for r in result.owners):
             result.owners.append(OwnerResult(sid, 0, "restored"))
     result.owners.sort(key=lambda r: r.sid)
     if first_error is not None:
         result.code = int(first_error.code)
-        names = [format_sid(r.sid) for r in result.owners if r.code]
+        names = [format_sid(r.sid) for r in result.owners if r.code] + public_failed
         result.reason = f"restore failed for {', '.join(names)}: {first_error.message}"
