@@ -13,12 +13,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
 from .errors import AgeError, NoMatchingIdentity
-from .header import Header, parse_header
+from .header import MAX_HEADER, VERSION_LINE, Header, parse_header
 from .keys import X25519Identity
 from .payload import ChunkCipher, payload_key
 from .primitives import PAYLOAD_NONCE_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE, plaintext_size
 
 NO_MATCH = "no identity matches any recipient stanza"
+MAC_LINE_START = b"\n---"
+"""The MAC line is the only header line that starts with ``---``."""
 
 
 def unwrap_file_key(header: Header, identities: Sequence[X25519Identity]) -> bytes:
@@ -49,6 +51,8 @@ class Decryptor:
         self._cipher: ChunkCipher | None = None
         self._index = 0
         self._done = False
+        self._scanned = 0
+        self._mac_at = -1
         self.plain_bytes = 0
         """Plaintext bytes released so far."""
 
@@ -105,6 +109,8 @@ class Decryptor:
         if self._cipher is not None:
             return True
         if self.header is None:
+            if not final and not self._header_may_be_complete():
+                return False
             self.header = parse_header(self._buf, final=final)
             if self.header is None:
                 return False
@@ -119,6 +125,28 @@ class Decryptor:
         self._file_key = None
         del self._buf[:PAYLOAD_NONCE_SIZE]
         return True
+
+    def _header_may_be_complete(self) -> bool:
+        """Whether parsing now can give an answer.
+
+        Parsing at every feed would make a header fed a byte at a time cost
+        quadratic time; instead each byte is scanned once.  The first look at
+        the version line parses (a file that is not age fails at once); after
+        that, parsing waits for the MAC line's line feed, or for enough bytes
+        to know the MAC line is malformed.
+        """
+        buf = self._buf
+        first_look = self._scanned < len(VERSION_LINE) <= len(buf)
+        if self._mac_at < 0:
+            start = max(0, self._scanned - len(MAC_LINE_START) + 1)
+            self._mac_at = buf.find(MAC_LINE_START, start)
+        self._scanned = len(buf)
+        if first_look or len(buf) > MAX_HEADER:
+            return True
+        if self._mac_at < 0:
+            return False
+        line = self._mac_at + 1
+        return b"\n" in buf[line : line + 64] or len(buf) - line > 64
 
     def _open_full_chunk(self) -> bytes:
         assert self._cipher is not None

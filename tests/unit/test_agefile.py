@@ -374,6 +374,28 @@ def test_stanzas_of_other_types_are_skipped(key: KeyFile) -> None:
     assert age_decrypt(key, data).stdout == plain
 
 
+@pytest.mark.timeout(30)
+def test_a_large_header_fed_a_byte_at_a_time_costs_linear_time(key: KeyFile) -> None:
+    grease = [Stanza((f"x-grease{i}",), os.urandom(2000)) for i in range(100)]
+    plain = os.urandom(5000)
+    data = handmade(X25519Recipient.parse(key.recipient), grease, [(True, plain)])
+    header_len = data.index(b"\n--- ") + 1 + 48
+    assert header_len > 250_000
+    decryptor = Decryptor(key.identities)
+    for i in range(header_len):
+        assert decryptor.feed(data[i : i + 1]) == []
+    assert decryptor.header_len == header_len
+    assert b"".join(decryptor.feed(data[header_len:]) + decryptor.finish()) == plain
+
+
+def test_a_header_without_end_is_refused_at_its_size_limit(key: KeyFile) -> None:
+    endless = b"age-encryption.org/v1\n" + b"-> x\nAAAA\n" * 120_000
+    decryptor = Decryptor(key.identities)
+    with pytest.raises(AgeError, match="header is larger than"):
+        for at in range(0, len(endless), 4096):
+            decryptor.feed(endless[at : at + 4096])
+
+
 def header_with(stanza_lines: bytes) -> bytes:
     return b"age-encryption.org/v1\n" + stanza_lines + b"--- " + b"A" * 43 + b"\n" + bytes(40)
 
