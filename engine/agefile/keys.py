@@ -39,14 +39,14 @@ def _wrap_key(shared: bytes, share: bytes, recipient: bytes) -> bytes:
     return hkdf(shared, share + recipient, _WRAP_INFO)
 
 
-def _exchange(secret: X25519PrivateKey, peer: bytes) -> bytes:
-    """X25519, refusing the all-zero result of a low-order point (the spec says abort)."""
+def _exchange(secret: X25519PrivateKey, peer: bytes, what: str) -> bytes:
+    """X25519, refusing the all-zero result of a low-order ``peer`` (the spec says abort)."""
     try:
         shared = secret.exchange(X25519PublicKey.from_public_bytes(peer))
     except ValueError:
         shared = bytes(KEY_SIZE)
     if shared == bytes(KEY_SIZE):
-        raise AgeError("X25519 stanza has a low-order ephemeral share")
+        raise AgeError(f"{what} is a low-order point")
     return shared
 
 
@@ -86,7 +86,7 @@ class X25519Recipient:
         """A fresh ``-> X25519`` stanza carrying ``file_key`` to this recipient."""
         ephemeral = X25519PrivateKey.generate()
         share = _raw_public(ephemeral.public_key())
-        shared = _exchange(ephemeral, self.public)
+        shared = _exchange(ephemeral, self.public, "the X25519 recipient")
         body = ChaCha20Poly1305(_wrap_key(shared, share, self.public)).encrypt(
             _ZERO_NONCE, file_key, None
         )
@@ -141,7 +141,7 @@ class X25519Identity:
             raise AgeError("X25519 stanza's ephemeral share is not 32 bytes")
         if len(stanza.body) != FILE_KEY_SIZE + TAG_SIZE:
             raise AgeError("X25519 stanza's body is not 32 bytes")
-        shared = _exchange(self._secret, share)
+        shared = _exchange(self._secret, share, "X25519 stanza's ephemeral share")
         key = _wrap_key(shared, share, self.recipient.public)
         try:
             return ChaCha20Poly1305(key).decrypt(_ZERO_NONCE, stanza.body, None)

@@ -492,6 +492,13 @@ def test_keys_of_the_wrong_kind_are_refused() -> None:
     assert X25519Recipient.parse(identity.recipient.encode().upper()) == identity.recipient
 
 
+def test_low_order_points_are_refused_both_ways(key: KeyFile) -> None:
+    with pytest.raises(AgeError, match="the X25519 recipient is a low-order point"):
+        EncryptedView([X25519Recipient(bytes(32))], 10)
+    stanza = b"-> X25519 " + b"A" * 43 + b"\n" + b"A" * 43 + b"\n"
+    assert "ephemeral share is a low-order point" in refusal(key.identities, header_with(stanza))
+
+
 def test_secrets_never_show_in_repr_str_or_errors(key: KeyFile) -> None:
     [identity] = key.identities
     secret = identity.encode()
