@@ -213,8 +213,8 @@ class BackupServer:
     ) -> AsyncGenerator[bytes, None]:
         """``length`` bytes (all when ``None``) from ``offset``, in bounded chunks.
 
-        Archives are read from the prepared backup: :meth:`stat` (or a
-        listing) first prepares it again if it was released.
+        Archives are read from the prepared backup, prepared again if it was
+        released since the peer saw it listed (a new session, an idle timeout).
         """
         if key == STATUS:
             yield self.status.read(offset, length)
@@ -225,6 +225,9 @@ class BackupServer:
             # What a FUSE client reads back before it writes the content.
             return
         prepared = self.session.prepared
+        if (prepared is None or key not in prepared.entries) and self._shown_in(key):
+            await self.stat(key)  # released since it was listed: prepare anew
+            prepared = self.session.prepared
         if prepared is None or key not in prepared.entries:
             raise ServerError(ErrorKind.DENIED, f"{key!r} cannot be read back")
         archive, _size = prepared.entries[key]

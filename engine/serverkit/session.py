@@ -94,7 +94,7 @@ class EngineSession:
             await self._previous_closed()
             try:
                 self._client = await nursery.start(self._hold_connection)
-            except (OSError, EngineError) as exc:
+            except (EngineError, *LINK_ERRORS) as exc:
                 raise ServerError(
                     ErrorKind.UNAVAILABLE, f"backup engine unreachable: {exc}"
                 ) from exc
@@ -118,12 +118,16 @@ class EngineSession:
         done = trio.Event()
         closed = trio.Event()
         self._client_closed = closed
+        started = False
         try:
             async with EngineClient.connect(self.socket, role="client") as client:
                 self._client_done = done
                 task_status.started(client)
+                started = True
                 await done.wait()
         except (EngineError, *LINK_ERRORS) as exc:
+            if not started:
+                raise  # the engine is unreachable: :meth:`client` says so
             log.warning("backup engine connection ended: %s", exc)
         finally:
             if self._client_done is done:
