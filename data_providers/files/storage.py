@@ -183,9 +183,26 @@ class FileStorage(Storage):
         return parts
 
     def _real_folder_of(self, parts: list[str]) -> str:
-        """The resolved parent folder of a key's last component."""
+        """The resolved parent folder of a key's last component.
+
+        The root is resolved once; below it, a folder path whose components
+        are all real folders (one lstat each) is its own resolved path.  That
+        is most lookups, and far cheaper than resolving from ``/`` for each of
+        the thousands of objects a host lists.  A symlink (or anything else
+        odd) on the way is resolved in full and judged by where it leads.
+        """
         if len(parts) <= 1:
             return self.root
+        path = self._root_prefix[:-1]  # "" for a storage at /
+        for part in parts[:-1]:
+            path = f"{path}/{part}"
+            try:
+                if not stat_mod.S_ISDIR(os.lstat(path).st_mode):
+                    break
+            except OSError:
+                break  # resolved in full below; the entry's own stat reports it
+        else:
+            return path
         parent = os.path.realpath(os.path.join(self.root, *parts[:-1]))
         if not self.is_inside(parent):
             raise ProviderError(ResponseCode.ACCESS_DENIED, "path leaves the storage")
