@@ -91,6 +91,11 @@ class SnapshotUpload(Upload):
 
     async def commit(self) -> Entry:
         self._f.close()
+        if self._size == 0:
+            # Of unknown size and empty after all: a placeholder, like an
+            # announced empty create (no increment is taken from nothing).
+            self.path.unlink(missing_ok=True)
+            return await PlaceholderUpload(self.server, INCREMENTAL, self.name).commit()
         snapshots = self.server.received[INCREMENTAL]
         received = Received(INCREMENTAL, self.name, self._size, time.time(), self.path)
         snapshots[self.name] = received
@@ -183,6 +188,13 @@ class RestoreUpload(Upload):
         return ServerError(kind, reason)
 
     async def commit(self) -> Entry:
+        if self._size == 0:
+            # Of unknown size and empty after all: a placeholder, like an
+            # announced empty create; the engine's restore is dropped unseen.
+            self._aborted = True
+            await self._send.aclose()
+            await self._done.wait()
+            return await PlaceholderUpload(self.server, RESTORE, self.name).commit()
         await self._send.aclose()
         await self._done.wait()
         result = self._result

@@ -319,6 +319,19 @@ async def test_empty_creates_are_placeholders_that_prepare_and_restore_nothing(k
     await upload.abort()
 
 
+async def test_an_upload_of_unknown_size_that_is_empty_is_a_placeholder(kit: Kit) -> None:
+    """An OBEX PUT without Length and without a body creates an empty file."""
+    status = await read_all(kit, STATUS)
+    for folder in (INCREMENTAL, RESTORE):
+        entry = await send(kit, f"{folder}/x.mbak", b"", None)
+        assert entry.size == 0
+        assert await read_all(kit, entry.key) == b""
+    assert [e.name for e in await kit.server.list(INCREMENTAL)] == ["x.mbak"]
+    assert [e.name for e in await kit.server.list(RESTORE)] == ["status.txt", "x.mbak"]
+    assert await read_all(kit, STATUS) == status
+    await wait_until(lambda: kit.mode() == "NORMAL", 10)
+
+
 async def test_the_content_after_a_placeholder_restores_under_the_same_name(kit: Kit) -> None:
     whole, _ = await take_backup(kit)
     backed_up = kit.owner_state()
