@@ -37,8 +37,9 @@ def unwrap_file_key(header: Header, identities: Sequence[X25519Identity]) -> byt
 class Decryptor:
     """Feed ciphertext with :meth:`feed`, end with :meth:`finish`; both return plaintext.
 
-    At most two sealed chunks are buffered: a full chunk is released as soon
-    as a byte after it shows it is not the last.
+    At most one sealed chunk and one feed are buffered: a chunk is released
+    as soon as it authenticates, a full one that is not sealed as final at
+    once, the final one when the end of the file confirms nothing follows it.
     """
 
     def __init__(self, identities: Sequence[X25519Identity]) -> None:
@@ -72,11 +73,11 @@ class Decryptor:
         out: list[bytes] = []
         if not self._parse_front(final=False):
             return out
-        # Keep one full sealed chunk plus one byte: only then is the chunk known not to be last.
-        while len(self._buf) > SEALED_CHUNK_SIZE:
-            out.append(self._open_full_chunk())
-            if self._done:
-                raise AgeError(f"trailing data after the final chunk (chunk {self._index - 1})")
+        while len(self._buf) >= SEALED_CHUNK_SIZE:
+            plain = self._open_full_chunk()
+            if plain is None:
+                break  # perhaps the final chunk, filled exactly: the end of the file decides
+            out.append(plain)
         return out
 
     def finish(self) -> list[bytes]:
@@ -95,8 +96,6 @@ class Decryptor:
         assert self._cipher is not None
         plain = self._cipher.open(self._index, True, sealed)
         if plain is None:
-            if len(sealed) == SEALED_CHUNK_SIZE and self._cipher.open(self._index, False, sealed):
-                raise AgeError(f"file is truncated: chunk {self._index} is not the final chunk")
             raise AgeError(f"chunk {self._index} failed authentication: altered or damaged")
         self._buf.clear()
         self._index += 1
@@ -148,20 +147,28 @@ class Decryptor:
         line = self._mac_at + 1
         return b"\n" in buf[line : line + 64] or len(buf) - line > 64
 
-    def _open_full_chunk(self) -> bytes:
+    def _open_full_chunk(self) -> bytes | None:
+        """Release a full chunk that authenticates as not final.
+
+        Such a chunk is authentic whatever follows, so it goes out at once.
+        One that does not is either the final chunk (if nothing follows it),
+        bytes added after the final chunk, or damage; ``None`` while the
+        bytes after it have not arrived yet.
+        """
         assert self._cipher is not None
         sealed = bytes(self._buf[:SEALED_CHUNK_SIZE])
         plain = self._cipher.open(self._index, False, sealed)
-        if plain is None:
-            if self._cipher.open(self._index, True, sealed) is not None:
-                self._done = True
-                self._index += 1
-                return b""
-            raise AgeError(f"chunk {self._index} failed authentication: altered or damaged")
-        del self._buf[:SEALED_CHUNK_SIZE]
-        self._index += 1
-        self.plain_bytes += len(plain)
-        return plain
+        if plain is not None:
+            del self._buf[:SEALED_CHUNK_SIZE]
+            self._index += 1
+            self.plain_bytes += len(plain)
+            return plain
+        if len(self._buf) == SEALED_CHUNK_SIZE:
+            return None
+        if self._cipher.open(self._index, True, sealed) is not None:
+            self._done = True
+            raise AgeError(f"trailing data after the final chunk (chunk {self._index})")
+        raise AgeError(f"chunk {self._index} failed authentication: altered or damaged")
 
 
 def decrypt_chunks(

@@ -346,6 +346,19 @@ def test_trailing_data_is_refused(key: KeyFile) -> None:
         decryptor.feed(b"x")
 
 
+def test_each_chunk_is_released_as_soon_as_it_authenticates(
+    key: KeyFile, three_chunks: tuple[bytes, bytes]
+) -> None:
+    plain, data = three_chunks
+    payload = len(data) - (len(plain) + 3 * 16)
+    decryptor = Decryptor(key.identities)
+    assert decryptor.feed(data[: payload + SEALED - 1]) == []
+    assert decryptor.feed(data[payload + SEALED - 1 : payload + SEALED]) == [plain[:CHUNK_SIZE]]
+    assert decryptor.feed(data[payload + SEALED : -1]) == [plain[CHUNK_SIZE : 2 * CHUNK_SIZE]]
+    assert decryptor.feed(data[-1:]) == [], "the final chunk waits for the end of the file"
+    assert decryptor.finish() == [plain[2 * CHUNK_SIZE :]]
+
+
 def handmade(
     recipient: X25519Recipient, extra: list[Stanza], chunks: list[tuple[bool, bytes]]
 ) -> bytes:
