@@ -234,6 +234,11 @@ class ServerConnection:
         return self.packet_length if self.connected else self.max_packet_length
 
     @property
+    def buffered(self) -> int:
+        """Bytes received and not yet parsed: never more than :attr:`receive_limit`."""
+        return len(self._buffer)
+
+    @property
     def body_room(self) -> int:
         """Body bytes the GET response packet under way still takes (0 if none is)."""
         if self.phase is not Phase.GET_RESPONSE:
@@ -364,7 +369,7 @@ class ServerConnection:
         self.phase = phase
 
     def _refuse(self, reason: str, response: ResponseCode) -> None:
-        self._events.append(RequestError(reason, response, self.operation))
+        self._events.append(RequestError(reason, response, self.operation, self._request_opcode))
         self._end_operation()
         self._owed = Owed.REFUSAL
         self.phase = Phase.ANSWER_DUE

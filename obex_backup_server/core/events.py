@@ -148,6 +148,8 @@ class RequestError(Event):
     reason: str
     response: ResponseCode
     ended: Operation | None = None
+    opcode: int | None = None
+    """The refused packet's operation code (the answer to a CONNECT keeps its fields)."""
 
 
 @dataclass(frozen=True, slots=True)

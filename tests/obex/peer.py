@@ -66,6 +66,21 @@ def split_packets(data: bytes) -> list[bytes]:
     return packets
 
 
+@dataclass(frozen=True)
+class Answered:
+    """One packet the server wrote, the event it answered, the packet length then."""
+
+    event: Event
+    packet: bytes
+    packet_length: int
+
+    @property
+    def to_connect(self) -> bool:
+        if isinstance(self.event, RequestError):
+            return self.event.opcode == Opcode.CONNECT
+        return isinstance(self.event, Connect)
+
+
 @dataclass
 class MemoryServer:
     """A Folder Browsing server over a dict tree (folders are dicts, files bytes)."""
@@ -75,6 +90,7 @@ class MemoryServer:
     chunk: int = 1 << 16
     """The most body bytes the server hands the core at once (to exercise accumulation)."""
     events: list[Event] = field(default_factory=list)
+    answers: list[Answered] = field(default_factory=list)
     path: list[str] = field(default_factory=list)
     _put: tuple[str | None, bytearray] | None = None
     _get: tuple[bytes, int] | None = None
@@ -101,7 +117,11 @@ class MemoryServer:
             self.events.append(event)
             if isinstance(event, ConnectionClosed):
                 return bytes(out)
-            out += self._answer(event)
+            limit = self.connection.packet_length
+            answer = self._answer(event)
+            if answer:
+                self.answers.append(Answered(event, answer, limit))
+            out += answer
 
     def _answer(self, event: Event) -> bytes:
         send = self.connection.send

@@ -166,7 +166,7 @@ def test_a_packet_of_another_operation_mid_put_is_refused_and_ends_the_put() -> 
     )
     assert client.request(Opcode.GET_FINAL, [LISTING]).code == ResponseCode.BAD_REQUEST
     assert errors(server)[-1] == RequestError(
-        "GET while a PUT is in progress", ResponseCode.BAD_REQUEST, Operation.PUT
+        "GET while a PUT is in progress", ResponseCode.BAD_REQUEST, Operation.PUT, Opcode.GET_FINAL
     )
     # The next PUT starts afresh.
     assert [r.code for r in client.put("b", b"x")][-1] == ResponseCode.SUCCESS
