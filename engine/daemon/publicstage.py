@@ -33,6 +33,7 @@ from pathlib import Path
 from ..errors import CorruptError, UnderflowError
 from ..mbak.names import safe_relpath
 from ..mbak.snapshot import FileRecord, Snapshot
+from .filelist import PUBLIC_EXCLUDED_TOP
 from .publicfiles import PublicScope
 from .restore import os_error
 
@@ -279,7 +280,11 @@ def _walk_files(drive_root: Path, top: str) -> list[tuple[str, os.stat_result]]:
                 names = os.listdir(full)
             except OSError:
                 continue
-            stack.extend(f"{rel}/{n}" if rel else n for n in names)
+            stack.extend(
+                f"{rel}/{n}" if rel else n
+                for n in names
+                if rel or n.lower() not in PUBLIC_EXCLUDED_TOP  # never public: not walked
+            )
     return out
 
 

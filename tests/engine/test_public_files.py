@@ -107,7 +107,7 @@ async def _backup(
 ) -> tuple[bytes, bytes, dict[int, bytes]]:
     """The whole archive, the snapshot file and each owner's archive."""
     prep = await c.prepare_backup(sids, previous=previous)
-    full = prep.archive("partial" if sids else "full")
+    full = prep.archive("full")
     data = b"".join([x async for x in c.read_archive(full.name)])
     assert len(data) == full.size
     snap = b"".join([x async for x in c.read_archive(prep.archive("snapshot").name)])
@@ -138,7 +138,7 @@ async def test_a_full_backup_holds_the_selected_public_files_and_tar_gives_them_
     assert len(data) == full.size
     assert mid == data[70_001:75_001]
 
-    manifest, _members = split(data)
+    manifest, members = split(data)
     public = [s for s in manifest["streams"] if s.get("area") == "public"]  # type: ignore[attr-defined]
     assert [(s["drive"], s["type"]) for s in public] == [
         ("c", "passive-snapshot"),
@@ -155,7 +155,7 @@ async def test_a_full_backup_holds_the_selected_public_files_and_tar_gives_them_
             if m.name.startswith("public/c/files/")
         }
     line = trailer.splitlines()[public[1]["index"]]
-    raw = b"".join(m.raw for m in _members if m.name.startswith("public/c/files/"))
+    raw = b"".join(m.raw for m in members if m.name.startswith("public/c/files/"))
     assert line.split(" ")[1] == hashlib.sha256(raw).hexdigest()
     assert set(body) == {_files(r) for r in SELECTED}
 
@@ -488,3 +488,35 @@ async def test_a_public_file_the_snapshot_does_not_list_is_not_put_back(
     assert res.ok, res
     assert not (root / "public/photos/planted.jpg").exists()
     assert (root / "public/photos/a.jpg").read_bytes() == SELECTED["public/photos/a.jpg"][0]
+
+
+async def test_a_whole_drive_selection_never_reaches_into_private_directories(
+    tmp_path: Path,
+) -> None:
+    """``c:\\`` selects the drive, minus the system areas: private data is not public."""
+    cfg = make_config(tmp_path)
+    register(
+        cfg,
+        PH,
+        '<backup_registration version="1.0"><public_backup>'
+        '<include_directory name="c:\\"/></public_backup></backup_registration>',
+    )
+    root = cfg.drives["c"]
+    write_file(root / "top.txt", b"public at the top", T0)
+    secret = register(cfg, DOC, PH_XML) / "secret.dat"
+    write_file(secret, b"DOC's private data", T0)
+    ep = start_engine(cfg, tmp_path)
+    try:
+        async with EngineClient.connect(cfg.socket_path) as c:
+            data, _, _ = await _backup(c, sids=[PH])
+            assert [n for n in _names(data) if n.startswith("public/c/files/")] == [
+                _files("top.txt")
+            ]
+            write_file(root / "new.txt", b"made after the backup", T0)
+            res = await c.restore_archive(_chunks(data))
+        assert res.ok, res
+        assert not (root / "new.txt").exists()
+        assert (root / "top.txt").read_bytes() == b"public at the top"
+        assert secret.read_bytes() == b"DOC's private data"
+    finally:
+        stop_engine(ep)
