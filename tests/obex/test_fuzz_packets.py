@@ -75,7 +75,7 @@ RESPONSE_CODES = frozenset(int(code) for code in ResponseCode)
 
 names = st.one_of(
     st.sampled_from(["", "a", "a", "dir", "b", "..", ".", "a/b", "x" * 300]),
-    st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\0"), max_size=12),
+    st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\0"), max_size=12),
 )
 headers = st.one_of(
     st.builds(Header, st.just(HeaderId.NAME), names),
