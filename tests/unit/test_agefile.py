@@ -10,6 +10,7 @@ they are missing, since interoperability is the point.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.agefile import (
     CHUNK_SIZE,
@@ -464,6 +467,25 @@ def test_random_damage_gives_an_age_error_never_a_traceback(key: KeyFile) -> Non
 
 
 # -- keys ----------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(max_size=120) | st.text(alphabet="qpzry9x8gf2tvdw0s3jn54khce6mua7l1age-", max_size=90)
+)
+def test_any_text_as_a_key_gives_an_age_error_or_a_key(text: str) -> None:
+    for parse in (X25519Recipient.parse, X25519Identity.parse, parse_identities):
+        with contextlib.suppress(AgeError):
+            parse(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_after_the_version_line_give_an_age_error(tail: bytes) -> None:
+    identity = X25519Identity.generate()
+    for data in (tail, b"age-encryption.org/v1\n" + tail, b"age-encryption.org/v1\n-> " + tail):
+        with pytest.raises(AgeError):
+            decrypt([identity], data)
 
 
 def test_the_spec_example_identity_gives_its_recipient() -> None:
