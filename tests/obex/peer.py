@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from obex_backup_server.core.client import ClientConnection
 from obex_backup_server.core.codes import (
     FOLDER_BROWSING_UUID,
     HeaderId,
@@ -44,10 +45,8 @@ from obex_backup_server.core.headers import Header
 from obex_backup_server.core.listing import FOLDER_LISTING_TYPE, ListingEntry, folder_listing
 from obex_backup_server.core.packets import (
     PREFIX,
-    ConnectFields,
     ResponsePacket,
     SetPathFields,
-    build_request,
     parse_response,
 )
 
@@ -226,19 +225,19 @@ class MemoryServer:
         raise AssertionError("left the GET response without a packet")
 
 
-@dataclass
 class Client:
-    """The client role, one request packet then one response packet."""
+    """The client role (the core's ClientConnection) talking to a MemoryServer."""
 
-    server: MemoryServer
-    max_packet_length: int = 0xFFFF
-    connection_id: int | None = None
-    packet_length: int = 255
-    sent: list[bytes] = field(default_factory=list)
+    def __init__(self, server: MemoryServer, *, max_packet_length: int = 0xFFFF) -> None:
+        self.server = server
+        self.conn = ClientConnection(max_packet_length=max_packet_length)
+
+    @property
+    def connection_id(self) -> int | None:
+        return self.conn.connection_id
 
     def exchange(self, packet: bytes, *, to_connect: bool = False) -> ResponsePacket:
-        """Send one request packet, return the one response packet it gets."""
-        self.sent.append(packet)
+        """Send raw request bytes (garbage too); return the one response packet they get."""
         packets = split_packets(self.server.feed(packet))
         assert len(packets) == 1, f"{len(packets)} response packets to one request"
         return parse_response(packets[0], to_connect=to_connect)
@@ -251,29 +250,17 @@ class Client:
         quote_id: bool = True,
         setpath: SetPathFields | None = None,
     ) -> ResponsePacket:
-        quoted = (
-            [Header(HeaderId.CONNECTION_ID, self.connection_id)]
-            if quote_id and self.connection_id is not None
-            else []
-        )
-        return self.exchange(build_request(opcode, [*quoted, *headers], setpath=setpath))
+        """One request through the client role; exactly one response must come back."""
+        packet = self.conn.request(opcode, list(headers), setpath=setpath, quote_id=quote_id)
+        self.conn.receive_data(self.server.feed(packet))
+        response = self.conn.next_response()
+        assert isinstance(response, ResponsePacket), "the server did not answer"
+        assert self.conn.next_response() is NEED_DATA
+        return response
 
     def connect(self, target: bytes | None = FOLDER_BROWSING_UUID) -> ResponsePacket:
         headers = [] if target is None else [Header(HeaderId.TARGET, target)]
-        response = self.exchange(
-            build_request(
-                Opcode.CONNECT, headers, connect=ConnectFields(0x10, 0, self.max_packet_length)
-            ),
-            to_connect=True,
-        )
-        if response.code == ResponseCode.SUCCESS:
-            assert response.connect is not None
-            self.packet_length = response.connect.max_packet_length
-            for header in response.headers:
-                if header.id == HeaderId.CONNECTION_ID:
-                    assert isinstance(header.value, int)
-                    self.connection_id = header.value
-        return response
+        return self.request(Opcode.CONNECT, headers)
 
     def put(
         self, name: str, data: bytes, *, chunk: int = 1000, headers: Iterable[Header] = ()

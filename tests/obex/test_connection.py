@@ -65,8 +65,9 @@ def test_connect_settles_on_the_smaller_packet_length_and_names_the_service() ->
 
 
 def test_a_client_announcing_less_than_255_bytes_is_refused() -> None:
-    client = Client(MemoryServer(), max_packet_length=254)
-    response = client.connect()
+    client = Client(MemoryServer())
+    request = build_request(Opcode.CONNECT, connect=ConnectFields(0x10, 0, 254))
+    response = client.exchange(request, to_connect=True)
     assert response.code == ResponseCode.BAD_REQUEST
     assert response.connect is not None  # a CONNECT's answer keeps its fixed fields
     assert "max packet length 254 is below OBEX's minimum 255" in errors(client.server)[0].reason
@@ -111,7 +112,7 @@ def test_a_folder_browsing_request_without_its_connection_id_is_a_bad_request() 
 
 def test_a_wrong_connection_id_is_service_unavailable() -> None:
     client, server = connected_pair()
-    client.connection_id = 99
+    client.conn.connection_id = 99
     assert client.setpath("x").code == ResponseCode.SERVICE_UNAVAILABLE
     assert "quotes Connection-Id 99, not this connection's 1" in errors(server)[-1].reason
 
