@@ -362,10 +362,10 @@ async def test_an_idle_peer_does_not_keep_the_device_in_backup_mode(
 async def test_reading_keeps_an_idle_timeout_from_firing(
     nursery: trio.Nursery, tmp_path: Path, engine: EngineProcess
 ) -> None:
-    kit = await start_kit(nursery, tmp_path, engine, idle_timeout=1.0)
+    kit = await start_kit(nursery, tmp_path, engine, idle_timeout=1.5)
     key = by_suffix(await kit.server.list(BACKUP), ".mbak").key
-    for _ in range(8):
-        await trio.sleep(0.3)
+    for _ in range(10):  # 2.5 s in all, longer than the idle timeout
+        await trio.sleep(0.25)
         kit.server.touch()
         assert len(await read_all(kit, key, 0, 10)) == 10
     assert kit.mode() == "BACKUP_FULL"
