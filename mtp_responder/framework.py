@@ -7,10 +7,9 @@ Providers only ever see their own keys.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -63,6 +62,7 @@ class Framework:
         self._event_sink: EventSink | None = None
         self._host_changed: dict[tuple[int, str], float] = {}
         self._deferred: list[Callable[[], None]] | None = None
+        self._host_operation = _HostOperation(self)
 
     @classmethod
     def from_config(cls, config: Config) -> Framework:
@@ -135,11 +135,11 @@ class Framework:
         return sid, storage, entry
 
     def view(self, storage_id: int, entry: ObjectEntry) -> ObjectView:
-        parent = entry.parent_key
-        parent_handle = 0 if not parent else self.handles.handle_for(storage_id, parent)
-        return ObjectView(
-            entry, self.handles.handle_for(storage_id, entry.key), storage_id, parent_handle
-        )
+        handle_for = self.handles.handle_for
+        key = entry.key
+        parent = key.rpartition("/")[0]  # entry.parent_key, without a call per object
+        parent_handle = handle_for(storage_id, parent) if parent else 0
+        return ObjectView(entry, handle_for(storage_id, key), storage_id, parent_handle)
 
     def parent_key(self, storage_id: int, parent_handle: int) -> str:
         """The key named by a ParentObject parameter (0 or 0xFFFFFFFF: root)."""
@@ -154,22 +154,17 @@ class Framework:
 
     # -- the host's own changes ------------------------------------------------
 
-    @contextlib.contextmanager
-    def host_operation(self) -> Iterator[None]:
+    def host_operation(self) -> _HostOperation:
         """Hold provider notifications while the host changes objects.
 
         A notification about an object the host is creating (a copy that
         lands before the operation has given it a handle) would otherwise
         reach the host as news; held back until the operation is over, it
         finds the handle, or the object marked by :meth:`host_changed`.
+        Entered around every operation, so it is a plain object rather than
+        a generator-based context manager.
         """
-        self._deferred = []
-        try:
-            yield
-        finally:
-            deferred, self._deferred = self._deferred, None
-            for notification in deferred:
-                notification()
+        return self._host_operation
 
     def host_changed(self, storage_id: int, key: str) -> None:
         """The host changed this object: notifications about it are echoes."""
@@ -251,3 +246,21 @@ class Framework:
         del self._storages[sid]
         self.handles.forget_storage(sid)
         self._emit(EventCode.STORE_REMOVED, sid)
+
+
+class _HostOperation:
+    """The context of :meth:`Framework.host_operation`."""
+
+    __slots__ = ("_framework",)
+
+    def __init__(self, framework: Framework) -> None:
+        self._framework = framework
+
+    def __enter__(self) -> None:
+        self._framework._deferred = []
+
+    def __exit__(self, *exc_info: object) -> None:
+        framework = self._framework
+        deferred, framework._deferred = framework._deferred, None
+        for notification in deferred or ():
+            notification()

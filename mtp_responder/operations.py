@@ -39,6 +39,7 @@ from .core.datasets import (
     build_u32_array,
     decode_value,
     encode_string,
+    encode_value,
     format_date,
     parse_date,
     parse_object_info,
@@ -62,6 +63,9 @@ Response = tuple[int, tuple[int, ...]]
 Handler = Callable[["Operations", "Transaction"], Awaitable[Response]]
 
 OK: Response = (ResponseCode.OK, ())
+
+_PROPS_SUPPORTED = build_u16_array(SUPPORTED_CODES)
+"""GetObjectPropsSupported's dataset, the same for every format (libmtp asks per object)."""
 
 _HANDLERS: dict[int, Handler] = {}
 _DATA_OUT: set[int] = set()
@@ -655,7 +659,7 @@ class Operations:
     @operation(OperationCode.GET_OBJECT_PROPS_SUPPORTED)
     async def get_object_props_supported(self, tx: Transaction) -> Response:
         self._check_format(tx.params[0])
-        await tx.send(build_u16_array(SUPPORTED_CODES))
+        await tx.send(_PROPS_SUPPORTED)
         return OK
 
     @operation(OperationCode.GET_OBJECT_PROP_DESC)
@@ -675,8 +679,6 @@ class Operations:
         if definition is None:
             return (ResponseCode.INVALID_OBJECT_PROP_CODE, ())
         view = await self._view(handle)
-        from .core.datasets import encode_value
-
         await tx.send(encode_value(definition.datatype, prop_value(definition, view)))
         return OK
 
