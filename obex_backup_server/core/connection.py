@@ -18,11 +18,15 @@ in progress); :data:`ANSWERS` says which answer a request packet takes and
 where it leads.  A GET's response is cut here into packets of at most the
 negotiated length: :attr:`ServerConnection.body_room` says how many body
 bytes the packet under way still takes.
+
+Single Response Mode (OBEX 1.4) is not offered: its header is never echoed,
+so a client that asks for it falls back to lockstep.
 """
 
 from __future__ import annotations
 
 import enum
+from collections import deque
 from dataclasses import dataclass
 
 from .codes import (
@@ -215,7 +219,7 @@ class ServerConnection:
         self._eof = False
         self._discarding = 0
         self._discard_total = 0
-        self._events: list[Event] = []
+        self._events: deque[Event] = deque()
         self._owed: Owed | None = None
         self._request_opcode = 0
         self._client_max = MIN_PACKET_LENGTH
@@ -275,12 +279,12 @@ class ServerConnection:
     def next_event(self) -> Event | Signal:
         """The next event, NEED_DATA, or PAUSED while the server's answer is due."""
         if self._events:
-            return self._events.pop(0)
+            return self._events.popleft()
         if self.phase is Phase.CLOSED:
             return ConnectionClosed()
         self._advance()
         if self._events:
-            return self._events.pop(0)
+            return self._events.popleft()
         if self._eof:
             ended = self.operation
             self._close()

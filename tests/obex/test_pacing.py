@@ -177,3 +177,15 @@ def test_a_get_failing_midway_is_answered_with_its_error() -> None:
     packet = conn.send(Response(ResponseCode.INTERNAL_SERVER_ERROR))
     assert parse_response(packet).code == ResponseCode.INTERNAL_SERVER_ERROR
     assert conn.phase is Phase.IDLE and conn.operation is None
+
+
+def test_a_refused_request_is_answered_with_an_error_code_only() -> None:
+    conn = connected()
+    conn.receive_data(bytes.fromhex("860003"))
+    refusal = conn.next_event()
+    assert refusal.response is ResponseCode.NOT_IMPLEMENTED  # type: ignore[union-attr]
+    with pytest.raises(LocalProtocolError, match="a success code does not answer a refused"):
+        conn.send(Response(ResponseCode.SUCCESS))
+    with pytest.raises(LocalProtocolError, match="Continue does not answer a refused"):
+        conn.send(Response(ResponseCode.CONTINUE))
+    assert parse_response(conn.send(Response(ResponseCode.NOT_IMPLEMENTED))).code == 0xD1
