@@ -30,7 +30,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from ..errors import CorruptError, UnderflowError
+from ..errors import CorruptError, GeneralError, UnderflowError
 from ..mbak.names import safe_relpath
 from ..mbak.snapshot import FileRecord, Snapshot
 from .filelist import PUBLIC_EXCLUDED_TOP
@@ -61,6 +61,7 @@ class PublicStage:
         self._tmp: int | None = None
         self._cur: FileRecord | None = None
         self._cur_written = 0
+        self._dev: int | None = None
 
     # -- set-up
     def open(self) -> None:
@@ -85,7 +86,12 @@ class PublicStage:
             )
         cur = self.drive_root
         parts = rel.split("/")
+        try:
+            dev = os.stat(cur).st_dev
+        except OSError as e:
+            raise os_error(e, rel) from e
         for i, part in enumerate(parts):
+            self._check_device(rel, dev)
             cur = cur / part
             try:
                 st = os.lstat(cur)
@@ -93,6 +99,8 @@ class PublicStage:
                 return
             except OSError as e:
                 raise os_error(e, rel) from e
+            if stat.S_ISDIR(st.st_mode):
+                dev = st.st_dev
             last = i == len(parts) - 1
             if stat.S_ISLNK(st.st_mode) and not last:
                 where = "/".join(parts[: i + 1])
@@ -106,6 +114,17 @@ class PublicStage:
                 )
             if last and stat.S_ISDIR(st.st_mode):
                 raise CorruptError(f"public member {rel[:200]!r} is a directory on the device")
+
+    def _check_device(self, rel: str, dev: int) -> None:
+        """A file renamed in from the staging directory must land on the same file system."""
+        assert self.staging is not None
+        if self._dev is None:
+            self._dev = os.stat(self.staging).st_dev
+        if self._dev != dev:
+            raise GeneralError(
+                f"public member {rel[:200]!r} is on another file system than "
+                f"{self.staging.parent}: it cannot be put back atomically"
+            )
 
     def begin(self, name: str, size: int, mtime_ns: int, mode: int, is_dir: bool) -> bool:
         """Start a member; False when its bytes are to be skipped (not selected)."""

@@ -520,3 +520,27 @@ async def test_a_whole_drive_selection_never_reaches_into_private_directories(
         assert secret.read_bytes() == b"DOC's private data"
     finally:
         stop_engine(ep)
+
+
+async def test_a_public_folder_on_another_file_system_is_refused_before_anything_changes(
+    dev: tuple[EngineConfig, EngineProcess, Path], tmp_path: Path
+) -> None:
+    """A rename cannot cross file systems: such a restore could not be atomic per file."""
+    cfg, _, root = dev
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    async with EngineClient.connect(cfg.socket_path) as c:
+        data, _, _ = await _backup(c)
+    album = root / "public/photos/album"
+    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(album)], check=False).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        write_file(root / "public/photos/a.jpg", b"edited", T0 + 5)
+        before = (public_state(root), tree_state(root / "private"))
+        async with EngineClient.connect(cfg.socket_path) as c:
+            res = await c.restore_archive(_chunks(data))
+        assert res.code == ErrorCode.GENERAL, res
+        assert "public/photos/album/b.jpg" in res.reason and "file system" in res.reason
+        assert (public_state(root), tree_state(root / "private")) == before
+    finally:
+        subprocess.run(["umount", "-l", str(album)], check=False)
