@@ -147,9 +147,7 @@ class Framework:
             return ""
         sid, key = self.handles.lookup(parent_handle)
         if sid != storage_id:
-            raise ProviderError(
-                ResponseCode.INVALID_PARENT_OBJECT, "parent is in another storage"
-            )
+            raise ProviderError(ResponseCode.INVALID_PARENT_OBJECT, "parent is in another storage")
         return key
 
     # -- the host's own changes ------------------------------------------------

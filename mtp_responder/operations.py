@@ -32,9 +32,7 @@ from .core.datasets import (
     DatasetError,
     DeviceInfo,
     ObjectInfoData,
-    PropListItem,
     build_object_info,
-    build_prop_list,
     build_u16_array,
     build_u32_array,
     decode_value,
@@ -49,7 +47,14 @@ from .core.datasets import (
 from .device_props import DeviceProperties
 from .formats import SUPPORTED_FORMATS
 from .framework import Framework
-from .properties import PROPERTIES, SUPPORTED_CODES, ObjectView, prop_desc, prop_value
+from .properties import (
+    PROPERTIES,
+    SUPPORTED_CODES,
+    ObjectView,
+    encode_prop_list,
+    prop_desc,
+    prop_value,
+)
 from .provider import NewObject, ObjectEntry, ProviderError, Storage, join_key, validate_name
 from .session import SESSIONLESS, PendingObject, Session
 from .transport.base import Disconnected
@@ -766,12 +771,7 @@ class Operations:
                 views = []
         else:
             views = await self._descendants(handle, recursive=depth == ALL, format_code=format_code)
-        items = [
-            PropListItem(v.handle, d.code, d.datatype, prop_value(d, v))
-            for v in views
-            for d in definitions
-        ]
-        await tx.send(build_prop_list(items))
+        await tx.send(encode_prop_list(views, definitions))
         return OK
 
     async def _descendants(

@@ -17,7 +17,7 @@ import datetime as _dt
 import io
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,6 +184,12 @@ _STRUCT_CODES: dict[int, str] = {
 _STRUCTS: dict[int, struct.Struct] = {
     code: struct.Struct("<" + fmt) for code, fmt in _STRUCT_CODES.items()
 }
+
+
+def scalar_packer(datatype: int) -> Callable[[Any], bytes] | None:
+    """The packer of a fixed-size integer datatype up to 64 bits, else ``None``."""
+    packer = _STRUCTS.get(datatype)
+    return None if packer is None else packer.pack
 
 
 def encode_value(datatype: int, value: Any) -> bytes:
