@@ -356,9 +356,10 @@ class ServerConnection:
                 )
             return
         if kind not in ACCEPTS[self.phase]:
+            # Only the phases of an open operation refuse a kind of request.
+            assert self.operation is not None
             self._refuse(
-                f"{kind.value} while a {self.operation.value if self.operation else ''} "
-                "is in progress",
+                f"{kind.value} while a {self.operation.value} is in progress",
                 ResponseCode.BAD_REQUEST,
             )
             return
