@@ -18,6 +18,9 @@ What must hold whatever arrives:
 - exactly one response per request packet: lockstep holds;
 - the core never holds more than one packet of unparsed input.
 
+The client role gets the same treatment with replies of a broken server: it
+raises nothing but its own protocol errors.
+
 The normal run is a short fixed-seed one; ``FUZZ_EXAMPLES`` (``make fuzz``
 sets it for tests/fuzz) asks for a bigger, fresh budget.
 """
@@ -27,14 +30,15 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from obex_backup_server.core.client import ClientConnection
 from obex_backup_server.core.codes import (
     FOLDER_BROWSING_UUID,
     HeaderId,
     Opcode,
     ResponseCode,
 )
-from obex_backup_server.core.connection import Phase, ServerConnection
-from obex_backup_server.core.errors import RemoteProtocolError
+from obex_backup_server.core.connection import NEED_DATA, Phase, ServerConnection
+from obex_backup_server.core.errors import ProtocolError, RemoteProtocolError
 from obex_backup_server.core.events import (
     Abort,
     BodyWanted,
@@ -50,8 +54,10 @@ from obex_backup_server.core.events import (
 from obex_backup_server.core.headers import Header
 from obex_backup_server.core.packets import (
     ConnectFields,
+    ResponsePacket,
     SetPathFields,
     build_request,
+    build_response,
     parse_response,
 )
 from tests.fuzz.budget import budget, counted
@@ -244,3 +250,46 @@ def test_the_core_answers_anything_with_well_formed_packets_in_lockstep(
             limit=answer.packet_length,
             server_max=server_max,
         )
+
+
+@st.composite
+def server_replies(draw: st.DrawFn) -> tuple[int, bytes]:
+    """A request opcode and what a (maybe broken) server sends back."""
+    opcode = draw(st.sampled_from([Opcode.CONNECT, Opcode.GET_FINAL, Opcode.PUT, Opcode.ABORT]))
+    code = draw(st.one_of(st.sampled_from(sorted(RESPONSE_CODES)), st.integers(0, 255)))
+    fields = ConnectFields(0x10, 0, draw(packet_lengths)) if opcode == Opcode.CONNECT else None
+    reply = build_response(code, draw(st.lists(headers, max_size=3)), connect=fields)
+    how = draw(st.sampled_from(["valid"] * 3 + ["flip", "cut", "length", "append"]))
+    at = draw(st.integers(0, len(reply) - 1))
+    if how == "flip":
+        reply = reply[:at] + bytes([reply[at] ^ 0x5A]) + reply[at + 1 :]
+    elif how == "cut":
+        reply = reply[:at]
+    elif how == "length":
+        reply = reply[:1] + draw(st.integers(0, 0xFFFF)).to_bytes(2, "big") + reply[3:]
+    elif how == "append":
+        reply += draw(st.binary(min_size=1, max_size=20))
+    return opcode, reply
+
+
+@given(server_replies())
+@budget(200)
+@counted("obex client core: responses")
+def test_the_client_role_takes_any_reply_without_a_stray_exception(
+    case: tuple[int, bytes],
+) -> None:
+    opcode, reply = case
+    client = ClientConnection(max_packet_length=4096)
+    client.request(opcode)
+    try:
+        client.receive_data(reply)
+        response = client.next_response()
+    except ProtocolError:
+        return
+    if response is NEED_DATA:
+        assert client.waiting == opcode
+        return
+    assert isinstance(response, ResponsePacket)
+    assert client.waiting is None
+    if client.connected:
+        assert 255 <= client.packet_length <= 4096
