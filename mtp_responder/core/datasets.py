@@ -444,13 +444,82 @@ class PropListItem:
     value: Any
 
 
-def parse_prop_list(data: bytes) -> list[PropListItem]:
-    """Decode an ObjectPropList sent by the host (9806, 9808)."""
-    items = parse_exact(ObjectPropList, data, "ObjectPropList")
-    return [PropListItem(i.object_handle, i.property_code, i.datatype, i.value) for i in items]
+class _ArrayValue(Exception):
+    """An element the struct path leaves to the construct declaration."""
 
 
 _ELEMENT_HEAD = struct.Struct("<IHH")
+_U32 = struct.Struct("<I")
+
+
+def parse_prop_list(data: bytes) -> list[PropListItem]:
+    """Decode an ObjectPropList (sent by the host in 9806 and 9808; read by the initiators).
+
+    Scalars and strings are read with :mod:`struct`; a list holding an array
+    value is read by the construct declaration, as every list once was.  Both
+    accept and refuse the same input (the tests compare them).
+    """
+    try:
+        return _parse_prop_list_struct(data)
+    except _ArrayValue:
+        items = parse_exact(ObjectPropList, data, "ObjectPropList")
+        return [PropListItem(i.object_handle, i.property_code, i.datatype, i.value) for i in items]
+
+
+def _parse_prop_list_struct(data: bytes) -> list[PropListItem]:
+    size = len(data)
+    if size < 4:
+        raise DatasetError("ObjectPropList is truncated")
+    (count,) = _U32.unpack_from(data)
+    offset = 4
+    items: list[PropListItem] = []
+    append = items.append
+    for _ in range(count):
+        if offset + 8 > size:
+            raise DatasetError(f"ObjectPropList is truncated in element {len(items)}")
+        handle, code, datatype = _ELEMENT_HEAD.unpack_from(data, offset)
+        offset += 8
+        value: Any
+        packer = _STRUCTS.get(datatype)
+        if packer is not None:
+            end = offset + packer.size
+            if end > size:
+                raise DatasetError(f"ObjectPropList is truncated in element {len(items)}")
+            (value,) = packer.unpack_from(data, offset)
+        elif datatype == DataType.STR:
+            if offset >= size:
+                raise DatasetError(f"ObjectPropList is truncated in element {len(items)}")
+            value, end = _string_in_list(data, offset)
+        elif datatype in (DataType.UINT128, DataType.INT128):
+            end = offset + 16
+            if end > size:
+                raise DatasetError(f"ObjectPropList is truncated in element {len(items)}")
+            value = int.from_bytes(data[offset:end], "little", signed=datatype == DataType.INT128)
+        elif datatype in VALUE_TYPES:
+            raise _ArrayValue
+        else:
+            raise DatasetError(f"ObjectPropList: unsupported datatype 0x{datatype:04x}")
+        offset = end
+        append(PropListItem(handle, code, datatype, value))
+    if offset != size:
+        raise DatasetError(f"ObjectPropList has {size - offset} trailing bytes")
+    return items
+
+
+def _string_in_list(data: bytes, offset: int) -> tuple[str, int]:
+    """An MTP string at ``offset``, read as :data:`MTPString` reads it."""
+    count = data[offset]
+    start = offset + 1
+    if count == 0:
+        return "", start
+    end = start + 2 * count
+    if end > len(data):
+        raise DatasetError("ObjectPropList: truncated MTP string")
+    units = data[start : end - 2] if data[end - 2 : end] == b"\x00\x00" else data[start:end]
+    try:
+        return units.decode("utf-16-le").rstrip("\x00"), end
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"ObjectPropList: invalid UTF-16 in MTP string: {exc}") from exc
 
 
 def build_prop_list(items: Sequence[PropListItem] | Iterable[PropListItem]) -> bytes:

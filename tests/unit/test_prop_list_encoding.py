@@ -1,4 +1,4 @@
-"""GetObjectPropList's fast encoder against the construct declaration of the dataset.
+"""ObjectPropList's struct encoder and reader against the construct declaration.
 
 The responder builds ObjectPropList with :func:`encode_prop_list` (struct,
 no object per element) because a host listing a big folder asks for every
@@ -10,14 +10,20 @@ hold the two to the same bytes on objects that exercise every datatype.
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
-from mtp_responder.core.codes import ALL, ObjectProp, OperationCode
+import pytest
+
+from mtp_responder.core.codes import ALL, DataType, ObjectProp, OperationCode
 from mtp_responder.core.datasets import (
+    DatasetError,
     ObjectPropList,
     PropListItem,
     build_prop_list,
+    encode_value,
+    parse_exact,
     parse_prop_list,
 )
 from mtp_responder.properties import PROPERTIES, ObjectView, encode_prop_list, prop_value
@@ -94,3 +100,82 @@ async def test_the_wire_carries_the_declared_dataset(session: Device) -> None:
         if item.code == ObjectProp.OBJECT_SIZE
     }
     assert sorted(sizes.values()) == [0, 0, 1, 1, 10, 200, 5 << 30]
+
+
+# -- reading: the struct path against the declaration ----------------------------------
+
+
+def _declared(data: bytes) -> list[PropListItem]:
+    """What the construct declaration reads from ``data``."""
+    items = parse_exact(ObjectPropList, data, "ObjectPropList")
+    return [PropListItem(i.object_handle, i.property_code, i.datatype, i.value) for i in items]
+
+
+def _element(handle: int, datatype: int, value_bytes: bytes) -> bytes:
+    return struct.pack("<IHH", handle, 0xDC07, datatype) + value_bytes
+
+
+SCALARS = [
+    (DataType.INT8, -5),
+    (DataType.UINT8, 200),
+    (DataType.INT16, -300),
+    (DataType.UINT16, 0xFFFF),
+    (DataType.INT32, -(1 << 31)),
+    (DataType.UINT32, 0xDEADBEEF),
+    (DataType.INT64, -(1 << 63)),
+    (DataType.UINT64, (1 << 64) - 1),
+    (DataType.INT128, -(1 << 127)),
+    (DataType.UINT128, (1 << 128) - 1),
+    (DataType.STR, ""),
+    (DataType.STR, "a.txt"),
+    (DataType.STR, "\U0001f600 \u2603"),
+]
+
+
+def _list(elements: list[bytes]) -> bytes:
+    return struct.pack("<I", len(elements)) + b"".join(elements)
+
+
+VALID = _list(
+    [_element(i + 1, dt, encode_value(dt, v)) for i, (dt, v) in enumerate(SCALARS)]
+    + [
+        _element(90, DataType.STR, b"\x02A\x00B\x00"),  # counted NUL missing
+        _element(91, DataType.STR, b"\x03A\x00\x00\x00\x00\x00"),  # NULs inside the count
+    ]
+)
+
+
+def test_every_scalar_and_string_reads_as_the_declaration_reads_it() -> None:
+    items = parse_prop_list(VALID)
+    assert items == _declared(VALID)
+    assert [i.value for i in items][: len(SCALARS)] == [v for _, v in SCALARS]
+    assert [i.value for i in items][len(SCALARS) :] == ["AB", "A"]
+
+
+def test_a_list_with_an_array_value_is_read_by_the_declaration() -> None:
+    array = DataType.UINT16 | 0x4000
+    data = _list(
+        [
+            _element(1, DataType.UINT32, encode_value(DataType.UINT32, 7)),
+            _element(2, array, encode_value(array, [1, 2, 3])),
+        ]
+    )
+    assert parse_prop_list(data) == _declared(data)
+    assert parse_prop_list(data)[1].value == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        *(VALID[:cut] for cut in range(len(VALID))),
+        VALID + b"\x00",
+        _list([_element(1, DataType.STR, b"\x02\x00\xd8\x00\x00")]),  # a lone surrogate
+        _list([_element(1, 0x0042, b"\x00")]),  # no such datatype
+        struct.pack("<I", 0xFFFFFFFF),  # a count the data cannot hold
+    ],
+)
+def test_what_the_declaration_refuses_is_refused(data: bytes) -> None:
+    with pytest.raises(DatasetError):
+        _declared(data)
+    with pytest.raises(DatasetError):
+        parse_prop_list(data)
