@@ -13,6 +13,8 @@ VPY      := $(VENV)/bin/python
 # so do the unit tests of the FunctionFS transport.
 VENV_DEBS := $(if $(shell $(PY) -c 'import ensurepip, venv' 2>/dev/null && echo ok),,python3 python3-venv)
 AIO_DEBS  := libaio1t64/libaio1
+# Real clients the unit tests run: `age` (encrypted backups), `obexftp` (OBEX server).
+TOOL_DEBS := age obexftp
 # The VM harness, the real initiators (FUSE ones too) and the reference responder of `make bench`.
 VM_DEBS   := qemu-system-x86 busybox-static cpio kmod mtp-tools gphoto2 usbutils umtp-responder \
              go-mtpfs jmtpfs fuse/fuse3
@@ -50,7 +52,7 @@ endef
 
 # What the venv and the unit tests need from the system.
 debs:
-	$(call ensure_debs,$(VENV_DEBS) $(AIO_DEBS))
+	$(call ensure_debs,$(VENV_DEBS) $(AIO_DEBS) $(TOOL_DEBS))
 
 $(VENV)/.installed: pyproject.toml | debs
 	$(PY) -m venv $(VENV)
@@ -70,7 +72,7 @@ unit: install
 
 lint: install
 	$(VPY) -m ruff check .
-	$(VPY) -m mypy mtp_responder data_providers engine gadget_config mtp_backup
+	$(VPY) -m mypy mtp_responder data_providers engine gadget_config mtp_backup obex_backup_server
 	$(VENV)/bin/lint-imports
 
 e2e: install apt
@@ -93,7 +95,7 @@ bench: install apt
 # small fixed-seed one) and a bounded soak; neither is part of `make test`.
 FUZZ_EXAMPLES ?= 20000
 fuzz: install
-	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VPY) -m pytest -p no:cacheprovider --timeout=0 -q tests/fuzz
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VPY) -m pytest -p no:cacheprovider --timeout=0 -q tests/fuzz tests/obex/test_fuzz_packets.py
 
 SOAK_SECONDS ?= 1200
 soak: install
