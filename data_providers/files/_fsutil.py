@@ -11,7 +11,6 @@ library or the filesystem does not offer them.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import stat as stat_mod
@@ -59,8 +58,20 @@ class _Statx(ctypes.Structure):
 
 
 def _load_libc() -> ctypes.CDLL | None:
+    """The C library the interpreter already has loaded.
+
+    ``dlopen(NULL)`` finds it without looking it up by name: ``find_library``
+    runs ``ldconfig -p`` in a child process, which the responder's start-up
+    on a small board should not pay.  By name only if that fails.
+    """
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        pass
+    from ctypes.util import find_library
+
+    try:
+        return ctypes.CDLL(find_library("c") or None, use_errno=True)
     except OSError:
         return None
 
