@@ -77,6 +77,15 @@ def _load_libc() -> ctypes.CDLL | None:
 
 
 _libc = _load_libc()
+
+
+def c_library() -> ctypes.CDLL:
+    """The C library (for inotify too); OSError(ENOSYS) if it could not be loaded."""
+    if _libc is None:
+        raise OSError(errno.ENOSYS, "the C library could not be loaded")
+    return _libc
+
+
 _statx = getattr(_libc, "statx", None) if _libc is not None else None
 if _statx is not None:
     _statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import logging
 import math
@@ -30,6 +29,7 @@ import trio
 
 from mtp_responder.provider import ProviderContext, join_key
 
+from ._fsutil import c_library
 from .storage import TEMP_PREFIX, FileStorage
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class Inotify:
     """An inotify instance: a non-blocking file descriptor and its watches."""
 
     def __init__(self) -> None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc = c_library()
         self._add = libc.inotify_add_watch
         self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
         self._add.restype = ctypes.c_int
