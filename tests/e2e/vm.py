@@ -59,6 +59,8 @@ GADGET_MODULES = (
     "usb_f_ecm",
     "usb_f_ncm",
     "usb_f_mass_storage",
+    # CDC OBEX (ttyGS<n> on the device side), the OBEX backup transport over USB.
+    "usb_f_obex",
     # Host-side class driver, so a composite test can see /dev/ttyACM0 appear.
     "cdc_acm",
     # /dev/fuse, for the FUSE initiators (go-mtpfs, jmtpfs) that mount the device.
