@@ -91,7 +91,12 @@ class ModeSwitch:
         if mode.is_normal:
             if cur.is_normal:
                 return
-            await self._to_normal(commit)
+            # Begun, it must finish: a caller cancelled half-way (a client gone in the
+            # middle of prepare_backup or restore_archive) must not leave the mode
+            # Normal inside and unpublished outside, or owners wait for the
+            # end of a session that already ended and never confirm the next one.
+            with trio.CancelScope(shield=True):
+                await self._to_normal(commit)
             return
         if not cur.is_normal:
             raise CorruptError(f"cannot go from {cur.name} to {mode.name}")
