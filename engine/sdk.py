@@ -461,8 +461,11 @@ async def run_owner(
                     if not affected:
                         await abc.wait_mode_change()
                         continue
+                session = abc._modes_seen
                 await abc.confirm_ready(0)
-                while not abc.mode.mode.is_normal and not abc.closed:
+                # Any change ends this session, even one whose Normal and the next
+                # BUR mode arrived together: that next mode needs its own confirmation.
+                while abc._modes_seen == session and not abc.closed:
                     with trio.move_on_after(1):
                         await abc.wait_mode_change()
             elif seen_bur and exit_on_normal:
