@@ -103,8 +103,11 @@ class FaultRig:
     tools: Tools
     work: Path
     plain_digest: str
+    udc: str = ""
     restarted: list[subprocess.Popen[bytes]] = field(default_factory=list)
     archive: Archive | None = None
+    dirty: bool = False
+    """a point started and did not finish its checks: the device may be mid-transaction"""
     old: SavedState | None = None
     old_state: State | None = None
 
@@ -147,8 +150,16 @@ class FaultRig:
 
     # -- recovery
     def replug(self) -> None:
+        """The cable plugged back in: the UDC bound again (as ``mtp-gadget bind`` does)."""
         self.gadget.wait_gone()
-        self.gadget.cli("bind")
+        for _ in range(100):
+            try:
+                self.udc_file.write_text(self.udc + "\n")
+            except OSError:
+                pass
+            if self.udc_file.read_text().strip() == self.udc:
+                break
+            time.sleep(0.1)
         self.gadget.wait_enumerated()
 
     def restart_responder(self) -> None:
@@ -184,18 +195,19 @@ class FaultRig:
         if self.engine.proc is None or self.engine.proc.poll() is not None:
             restart_engine(self.engine)
         ensure_app(self.engine)
+        if self.dirty and self.udc_file.read_text().strip():
+            self.unplug()  # whatever transaction the failed point left open goes with it
         if self.gadget.device() is None:
-            if self.udc_file.read_text().strip() == "":
-                self.gadget.cli("bind")
-            self.gadget.wait_enumerated()
+            self.replug()
         self.engine.wait_mode("NORMAL")
+        self.dirty = True
 
     # -- owners' data
     def ensure_archive(self) -> Archive:
         """The backup restores use (its state: big notes), then a changed device."""
         if self.archive is not None:
             return self.archive
-        set_notes(self.engine.notes_db, many_notes(900, 1000, seed=7))
+        set_notes(self.engine.notes_db, many_notes(500, 1000, seed=7))
         state = self.engine.state()
         path, snapshot = self.work / "new.mbak", self.work / "new.snapshot"
         with session(self) as s:
@@ -213,7 +225,7 @@ class FaultRig:
         assert self.engine.state() == state, "taking the backup changed the device"
         self.archive = Archive(path, snapshot, state)
         change_passive(self.engine.passive_dir)
-        set_notes(self.engine.notes_db, many_notes(400, 1000, seed=8))
+        set_notes(self.engine.notes_db, many_notes(250, 1000, seed=8))
         self.old = SavedState.take(self.engine, self.work / "old-state")
         self.old_state = self.engine.state()
         assert self.old_state[0] != state[0] and self.old_state[1] != state[1]
@@ -273,7 +285,8 @@ def rig() -> Iterator[FaultRig]:
         )
         gadget.up()
         digest = make_file(work / "storage" / PLAIN, PLAIN_SIZE)
-        the_rig = FaultRig(engine, gadget, tools, work, digest, restarted)
+        udc = (gadget.configfs_dir / "UDC").read_text().strip()
+        the_rig = FaultRig(engine, gadget, tools, work, digest, udc, restarted)
         yield the_rig
     finally:
         problems = []
@@ -686,7 +699,9 @@ def check_after(
         else []
     )
     assert not spooled, f"left in the responder's spool: {spooled}"
-    return assert_owners(rig, old, new, want)
+    summary = assert_owners(rig, old, new, want)
+    rig.dirty = False
+    return summary
 
 
 # -- the points --------------------------------------------------------------------------------
