@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import __version__
 from .config import Config
 from .core.codes import (
     ALL,
@@ -266,6 +265,11 @@ class Operations:
     @operation(OperationCode.GET_DEVICE_INFO)
     async def get_device_info(self, tx: Transaction) -> Response:
         device = self.config.device
+        version = device.version
+        if not version:
+            import mtp_responder  # its version not at import: reading it costs a metadata scan
+
+            version = mtp_responder.__version__
         dataset = DeviceInfo.build(
             {
                 "standard_version": 100,
@@ -280,7 +284,7 @@ class Operations:
                 "playback_formats": [int(f) for f in SUPPORTED_FORMATS],
                 "manufacturer": device.manufacturer,
                 "model": device.product,
-                "device_version": device.version or __version__,
+                "device_version": version,
                 "serial_number": device.serial,
             }
         )
