@@ -8,9 +8,13 @@ restored, and the device goes back to Normal mode when the peer is done or
 gone.  The toolkit knows nothing of any transport: each one maps
 :class:`BackupServer`'s calls onto its operations and each
 :class:`ErrorKind` onto its own response codes.  engine/README.md, "Backup
-servers' toolkit", is the full contract.
+servers' toolkit", is the full contract.  With age recipients in its
+:class:`ServerConfig` the server serves every archive encrypted
+(``.mbak.age``), and with identities it restores encrypted archives
+(:mod:`.encryption`).
 """
 
+from .encryption import KeyFileError, parse_recipients, read_identity_file, read_recipients_file
 from .errors import ErrorKind, ServerError, kind_of
 from .server import BackupServer, Listener, ServerConfig
 from .status import RestoreStatus
@@ -41,10 +45,14 @@ __all__ = [
     "Entry",
     "EntryKind",
     "ErrorKind",
+    "KeyFileError",
     "Listener",
     "RestoreStatus",
     "ServerConfig",
     "ServerError",
     "Upload",
     "kind_of",
+    "parse_recipients",
+    "read_identity_file",
+    "read_recipients_file",
 ]

@@ -19,15 +19,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import trio
 
+from engine.agefile import AgeError, EncryptedView, X25519Identity, X25519Recipient
+from engine.client import EngineClient
 from engine.errors import EngineError
 
+from .encryption import AGE_SUFFIX, NO_IDENTITY, read_pieces
 from .errors import ErrorKind, ServerError, kind_of
 from .session import LINK_ERRORS, EngineSession
 from .status import RestoreStatus
@@ -71,6 +74,10 @@ class ServerConfig:
     """Seconds without a read or write before the engine goes back to Normal."""
     space_path: str = "/"
     """The filesystem whose free space is checked before a restore of known size."""
+    recipients: Sequence[X25519Recipient] = ()
+    """age recipients: when given, archives are served as ``.mbak.age`` encrypted to them."""
+    identities: Sequence[X25519Identity] = field(default=(), repr=False)
+    """age identities that open an encrypted archive sent into Restore/ (none: refused)."""
 
 
 class BackupServer:
@@ -80,7 +87,9 @@ class BackupServer:
         self.config = config
         self.listener = listener
         self.spool = config.spool_dir
-        self.session = EngineSession(config.socket, config.idle_timeout, self._announce)
+        self.session = EngineSession(
+            config.socket, config.idle_timeout, self._announce, recipients=config.recipients
+        )
         self.status = RestoreStatus(listener.changed)
         self.received: dict[str, dict[str, Received]] = {INCREMENTAL: {}, RESTORE: {}}
         self.started = time.time()
@@ -232,6 +241,21 @@ class BackupServer:
             raise ServerError(ErrorKind.DENIED, f"{key!r} cannot be read back")
         archive, _size = prepared.entries[key]
         client = await self.session.client()
+        view = prepared.views.get(key)
+        if view is not None:
+            reader = self._read_encrypted(client, key, archive, view, offset, length)
+        else:
+            reader = self._read_plain(client, key, archive, offset, length)
+        try:
+            async for chunk in reader:
+                yield chunk
+        finally:
+            await reader.aclose()
+
+    async def _read_plain(
+        self, client: EngineClient, key: str, archive: str, offset: int, length: int | None
+    ) -> AsyncGenerator[bytes, None]:
+        """The engine's archive bytes as they are, with its errors as :class:`ServerError`."""
         stream = client.read_archive(archive, offset, -1 if length is None else length)
         try:
             async for chunk in stream:
@@ -249,6 +273,45 @@ class BackupServer:
                     log.debug("%s: closing the read: %s", key, exc)
             if stream.changed:
                 log.warning("%s: %d stream(s) changed while read", key, len(stream.changed))
+
+    async def _read_encrypted(
+        self,
+        client: EngineClient,
+        key: str,
+        archive: str,
+        view: EncryptedView,
+        offset: int,
+        length: int | None,
+    ) -> AsyncGenerator[bytes, None]:
+        """Bytes of the ``.age`` file served for ``archive``, sealed piece by piece.
+
+        One sequential read of the plaintext the whole request needs; each
+        piece ends on a sealed chunk's end, so its plaintext is what follows
+        the previous piece's and nothing is read twice.
+        """
+        if offset >= view.size or length == 0:
+            return
+        plain_offset, plain_length = view.plain_span(
+            offset, view.size if length is None else length
+        )
+        source = self._read_plain(client, key, archive, plain_offset, plain_length)
+        buf = bytearray()
+        try:
+            for at, n in read_pieces(view, offset, length):
+                _, need = view.plain_span(at, n)
+                while len(buf) < need:
+                    chunk = await anext(source, None)
+                    if chunk is None:
+                        break
+                    buf += chunk
+                plain, buf = bytes(buf[:need]), buf[need:]
+                try:
+                    sealed = view.seal(at, n, plain)
+                except AgeError as exc:
+                    raise ServerError(ErrorKind.FAILED, f"{key!r}: {exc.message}") from exc
+                yield sealed
+        finally:
+            await source.aclose()
 
     # -- writing ---------------------------------------------------------------------
 
@@ -285,6 +348,10 @@ class BackupServer:
     async def _start_restore(self, name: str, size: int | None) -> Upload:
         if size == 0:
             return PlaceholderUpload(self, RESTORE, name)
+        if name.endswith(AGE_SUFFIX) and not self.config.identities:
+            reason = f"{NO_IDENTITY}; nothing was changed"
+            self.status.set(name, False, reason)
+            raise ServerError(ErrorKind.DENIED, reason)
         _capacity, free = self.space()
         if size is not None and size > 0 and free and size > free:
             self.status.set(
@@ -296,7 +363,7 @@ class BackupServer:
             raise ServerError(ErrorKind.NO_SPACE, "archive larger than the free space")
         await self.session.release("a restore begins")
         client = await self.session.client()
-        upload = RestoreUpload(self, client, name)
+        upload = RestoreUpload(self, client, name, self.config.identities)
         await self.session.nursery.start(upload.run)
         return upload
 

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
 
+from engine.agefile import X25519Recipient
 from engine.client import EngineClient
 from engine.errors import EngineError
 
+from .encryption import new_view
 from .errors import ErrorKind, ServerError, kind_of
 from .tree import INCREMENTAL, Prepared, archive_key
 
@@ -35,6 +37,8 @@ class EngineSession:
 
     ``on_prepared(folder, keys)`` is called after each preparation with the
     keys of the archives it shows in ``folder`` (for change notifications).
+    With ``recipients``, every archive but the snapshot is served encrypted
+    to them (:mod:`.encryption`).
     """
 
     def __init__(
@@ -42,8 +46,10 @@ class EngineSession:
         socket: str | Path | None,
         idle_timeout: float,
         on_prepared: Callable[[str, set[str]], None],
+        recipients: Sequence[X25519Recipient] = (),
     ) -> None:
         self.socket = socket
+        self.recipients = list(recipients)
         self.idle_timeout = idle_timeout
         self.prepared: Prepared | None = None
         self._on_prepared = on_prepared
@@ -181,14 +187,17 @@ class EngineSession:
             for archive in backup.archives:
                 if folder == INCREMENTAL and archive.kind == "owner":
                     continue  # per-owner increments would only clutter the folder
-                prepared.entries[archive_key(folder, archive)] = (archive.name, archive.size)
+                key = archive_key(folder, archive)
+                prepared.entries[key] = (archive.name, archive.size)
+                if self.recipients and archive.kind != "snapshot":
+                    prepared.views[key] = new_view(self.recipients, archive.size)
             for sid, reason in backup.skipped:
                 log.warning("data owner %08X left out of the backup: %s", sid, reason)
             self.prepared = prepared
             self._on_prepared(folder, set(prepared.entries))
             log.info(
                 "backup prepared: %s",
-                ", ".join(f"{k} ({s} bytes)" for k, (_, s) in prepared.entries.items()),
+                ", ".join(f"{k} ({prepared.entry(k).size} bytes)" for k in prepared.entries),
             )
             return prepared
 

@@ -3,7 +3,8 @@
 ::
 
     Backup/                     listing it prepares a full base backup
-      <device>-<stamp>.mbak     the whole backup (pax tar, exact size)
+      <device>-<stamp>.mbak     the whole backup (pax tar, exact size;
+                                .mbak.age when the server encrypts)
       <device>-<stamp>.snapshot what the next incremental needs
       owners/<name>-<SID>.mbak  one data owner each (partial backups)
     Incremental/                drop a .snapshot (or an older .mbak) here;
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from engine.agefile import EncryptedView
 from engine.client import PreparedBackup
 from engine.types import ArchiveInfo
 
@@ -103,13 +105,23 @@ class Prepared:
     folder: str  # BACKUP or INCREMENTAL
     created: float
     entries: dict[str, tuple[str, int]] = field(default_factory=dict)
-    """key -> (engine archive name, exact size)"""
+    """key -> (engine archive name, exact size of the archive itself)"""
+    views: dict[str, EncryptedView] = field(default_factory=dict)
+    """key -> the encrypted file served instead, for a server with recipients.
+
+    One view per archive for as long as it is prepared: a new view would be
+    a new file (fresh keys), so every re-read of the same bytes must use it.
+    """
 
     def entry(self, key: str) -> Entry:
         name, size = self.entries[key]
+        name = name.rpartition("/")[2]
+        view = self.views.get(key)
+        if view is not None:
+            name, size = name + ".age", view.size
         return Entry(
             key=key,
-            name=name.rpartition("/")[2],
+            name=name,
             kind=EntryKind.ARCHIVE,
             size=size,
             mtime=self.created,

@@ -12,15 +12,17 @@ from __future__ import annotations
 import abc
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from engine.agefile import AgeError, X25519Identity
 from engine.client import EngineClient
 from engine.errors import EngineError
 from engine.types import RestoreResult
 
+from .encryption import NoIdentity, RestoreDecoder, refusal
 from .errors import ErrorKind, ServerError, kind_of
 from .session import LINK_ERRORS
 from .tree import INCREMENTAL, RESTORE, Entry, Received
@@ -124,13 +126,24 @@ class RestoreUpload(Upload):
     answers only when the engine has verified and swapped the data in; an
     abort (or a lost link) cancels the engine's restore, which then leaves
     every owner's data as it was.
+
+    An age-encrypted archive is decrypted on the way (:mod:`.encryption`)
+    with ``identities``; one that cannot be opened, or whose bytes do not
+    authenticate, makes the engine's restore fail, which changes nothing.
     """
 
-    def __init__(self, server: BackupServer, client: EngineClient, name: str) -> None:
+    def __init__(
+        self,
+        server: BackupServer,
+        client: EngineClient,
+        name: str,
+        identities: Sequence[X25519Identity] = (),
+    ) -> None:
         self.server = server
         self.client = client
         self.name = name
         self.key = f"{RESTORE}/{name}"
+        self._decoder = RestoreDecoder(identities)
         self._send, self._recv = trio.open_memory_channel[bytes](4)
         self._done = trio.Event()
         self._result: RestoreResult | None = None
@@ -145,7 +158,7 @@ class RestoreUpload(Upload):
             self._result = await self.client.restore_archive(self._chunks())
         except _PeerAborted:
             pass
-        except (EngineError, *LINK_ERRORS) as exc:
+        except (AgeError, EngineError, *LINK_ERRORS) as exc:
             # Closed: the session ended (link lost) and took the engine
             # connection with it; the engine then drops everything it staged.
             self._error = exc
@@ -155,12 +168,24 @@ class RestoreUpload(Upload):
             self._done.set()
 
     async def _chunks(self) -> AsyncIterator[bytes]:
+        """The archive for the engine: the peer's bytes, decrypted if they are age.
+
+        An :class:`AgeError` raised here (like :class:`_PeerAborted`) goes
+        through the engine client's upload, which then tells the engine to
+        drop everything it staged.
+        """
         async for chunk in self._recv:
-            yield chunk
+            for plain in await self._decode(chunk):
+                yield plain
         if self._aborted:
-            # Raised inside the engine client's upload, which then tells the
-            # engine to drop everything it staged.
             raise _PeerAborted
+        for plain in self._decoder.finish():
+            yield plain
+
+    async def _decode(self, chunk: bytes) -> list[bytes]:
+        if self._decoder.encrypted and len(chunk) >= DECRYPT_IN_THREAD:
+            return await trio.to_thread.run_sync(self._decoder.feed, chunk)
+        return self._decoder.feed(chunk)
 
     async def write(self, data: bytes | memoryview) -> None:
         self._size += len(data)
@@ -174,7 +199,10 @@ class RestoreUpload(Upload):
 
     def _failure(self) -> ServerError:
         kind = ErrorKind.FAILED
-        if self._error is not None:
+        if isinstance(self._error, AgeError):
+            kind = ErrorKind.DENIED if isinstance(self._error, NoIdentity) else ErrorKind.BAD_DATA
+            reason = refusal(self._error)
+        elif self._error is not None:
             if isinstance(self._error, EngineError):
                 kind = kind_of(self._error.code)
             reason = str(self._error)
@@ -214,6 +242,10 @@ class RestoreUpload(Upload):
             self.server.status.set(
                 self.name, False, "the transfer was interrupted; nothing was changed"
             )
+
+
+DECRYPT_IN_THREAD = 256 * 1024
+"""Bytes from which a piece is decrypted in a worker thread, off the event loop."""
 
 
 class _PeerAborted(Exception):
