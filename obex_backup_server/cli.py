@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import sys
 from pathlib import Path
@@ -63,20 +64,25 @@ def load_config(args: argparse.Namespace) -> ObexConfig:
 
 
 def describe(config: ObexConfig) -> str:
+    """The values in effect, as the TOML that would set them."""
+
+    def text(value: object) -> str:
+        return json.dumps("" if value is None else str(value))
+
     lines = [
         "[obex]",
-        f'listen = "{config.listen or ""}"',
-        f'tty = "{config.tty or ""}"',
-        f"busy_wait = {config.busy_wait:g}",
-        f"link_timeout = {config.link_timeout:g}",
+        f"listen = {text(config.listen)}",
+        f"tty = {text(config.tty)}",
+        f"busy_wait = {config.busy_wait!r}",
+        f"link_timeout = {config.link_timeout!r}",
         f"max_packet_length = {config.max_packet_length}",
-        f"manufacturer = {config.manufacturer!r}",
-        f"model = {config.model!r}",
+        f"manufacturer = {text(config.manufacturer)}",
+        f"model = {text(config.model)}",
         "[engine]",
-        f'socket = "{config.socket or ""}"',
-        f"idle_timeout = {config.idle_timeout:g}",
-        f'spool_dir = "{config.spool_dir}"',
-        f'space_path = "{config.space_path}"',
+        f"socket = {text(config.socket)}",
+        f"idle_timeout = {config.idle_timeout!r}",
+        f"spool_dir = {text(config.spool_dir)}",
+        f"space_path = {text(config.space_path)}",
     ]
     return "\n".join(lines)
 

@@ -29,6 +29,7 @@ that connection only.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -77,6 +78,8 @@ from .tree import CurrentFolder, check_name
 log = logging.getLogger("obex_backup_server")
 
 RECEIVE_SIZE = 1 << 16
+SHOWN_NAMES = 256
+"""How many listed archive names stay valid for later sessions."""
 MAX_LENGTH_HEADER = 0xFFFFFFFF
 """The Length header is 32 bits: a larger object is sent without one."""
 
@@ -110,6 +113,33 @@ class ObexBackupServer:
         )
         self._lock = trio.Lock()
         self._connections = 0
+        self.shown: OrderedDict[tuple[str, str], str] = OrderedDict()
+        """(folder, name) -> key of the archives listed to a client, the latest last."""
+
+    def remember(self, folder: str, entries: list[serverkit.Entry]) -> None:
+        """Note the archive names a listing showed, so a later session can still ask for them.
+
+        An archive's name carries the time its backup was prepared, and every
+        OBEX session (each obexftp command) prepares anew when it needs to:
+        the name a client listed in one session is gone in the next.  Its key
+        is not, so a name once shown finds the archive of the same key.
+        """
+        for entry in entries:
+            if entry.kind is serverkit.EntryKind.ARCHIVE:
+                self.shown[folder, entry.name] = entry.key
+                self.shown.move_to_end((folder, entry.name))
+        while len(self.shown) > SHOWN_NAMES:
+            self.shown.popitem(last=False)
+
+    async def find(self, folder: str, name: str) -> serverkit.Entry:
+        """The entry ``name`` in ``folder``: listed now, or an archive listed earlier."""
+        try:
+            return await self.backup.find(folder, name)
+        except ServerError as exc:
+            key = self.shown.get((folder, name))
+            if exc.kind is not ErrorKind.NOT_FOUND or key is None:
+                raise
+        return await self.backup.stat(key)
 
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Hold the toolkit's engine session; runs until cancelled."""
@@ -395,7 +425,7 @@ class _Connection:
             elif event.type is not None and not event.name:
                 raise ServerError(ErrorKind.NOT_FOUND, f"no object of Type {event.type!r}")
             else:
-                entry = await self.backup.find(self.cwd.key, check_name(event.name))
+                entry = await self.owner.find(self.cwd.key, check_name(event.name))
                 if entry.is_folder:
                     raise ServerError(
                         ErrorKind.DENIED, f"{entry.key!r} is a folder: list it with SETPATH"
@@ -407,9 +437,11 @@ class _Connection:
 
     async def _listing(self, name: str | None) -> bytes:
         folder = self.cwd.folder(name)
+        listed = await self.backup.list(folder)
+        self.owner.remember(folder, listed)
         entries = [
             ListingEntry(e.name, e.is_folder, e.size, datetime.fromtimestamp(e.mtime, UTC))
-            for e in await self.backup.list(folder)
+            for e in listed
         ]
         return folder_listing(entries, at_root=not folder)
 

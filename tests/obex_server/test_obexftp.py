@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import subprocess
 import tarfile
+import time
 import xml.etree.ElementTree as ET
 from decimal import Decimal
 from pathlib import Path
@@ -158,6 +159,20 @@ def test_a_full_backup_extracts_with_tarfile_to_the_owners_data(
     }
     assert got == {k: (v[1], v[2]) for k, v in want.items() if v[0] == "f"}
     assert mtimes == {k: v[3] for k, v in want.items() if v[0] == "f"}
+
+
+def test_a_name_listed_in_one_session_is_got_in_a_later_one(
+    server: ObexServer, tmp_path: Path
+) -> None:
+    """Each obexftp command is a session, and each prepares its backup anew."""
+    listed, size = one(listing(obexftp(server, "-c", "Backup", "-l", cwd=tmp_path).stdout), ".mbak")
+    server.wait_normal()
+    time.sleep(1.1)  # the next preparation's name carries a later second
+    obexftp(server, "-c", "Backup", "-g", listed, cwd=tmp_path)
+    assert (tmp_path / listed).stat().st_size == size
+    now, _ = one(listing(obexftp(server, "-c", "Backup", "-l", cwd=tmp_path).stdout), ".mbak")
+    assert now != listed
+    server.wait_normal()
 
 
 def test_an_increment_against_a_snapshot_put_into_incremental(
