@@ -27,6 +27,18 @@ Configured as::
     idle_timeout = 300          # seconds without a read before leaving backup mode
     description = "Backup & Restore"
     space_path = "/"            # free space reported, and checked before a restore
+    recipients = ["age1..."]    # serve backups encrypted (<name>.mbak.age) to these keys
+    recipients_file = "/etc/backup/recipients.txt"   # or: one age1... per line
+    identity_file = "/etc/backup/key.txt"   # restore .mbak.age (mode 0600, root's)
+
+With recipients, every archive (full, per owner, increments) is served as
+``<name>.mbak.age``, the age encryption of the archive, with its exact size
+up front; the plaintext never touches the disk.  ``.snapshot`` files stay
+plain: they list file names, sizes and digests, not file content, and the
+host sends them back for an increment.  Without ``identity_file`` an
+encrypted archive sent into ``Restore/`` is refused with the reason in
+``status.txt``; a wrong key or an altered byte is refused too, and nothing
+changes.
 """
 
 from .storage import MTP_CODES, BackupRestoreProvider, BackupRestoreStorage, mtp_code

@@ -185,6 +185,8 @@ class BackupRestoreProvider(DataProvider):
             socket=self.opts.socket,
             idle_timeout=self.opts.idle_timeout,
             space_path=self.opts.space_path,
+            recipients=self.opts.recipients,
+            identities=self.opts.identities,
         )
         self.server = BackupServer(config, _Events(self))
         self.storage = BackupRestoreStorage(self)
