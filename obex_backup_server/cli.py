@@ -12,6 +12,7 @@ import argparse
 import importlib
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -91,6 +92,7 @@ async def serve(config: ObexConfig) -> None:
     """Run the server on every transport the configuration names, until cancelled."""
     server = ObexBackupServer(config)
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
         await nursery.start(server.run)
         if config.listen is not None:
             await nursery.start(serve_tcp, config.listen, server.serve_stream)
@@ -103,6 +105,15 @@ async def serve(config: ObexConfig) -> None:
             else:
                 await nursery.start(usb.serve_tty, config.tty, server.serve_stream)
                 log.info("serving USB on %s", config.tty)
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    """SIGTERM or SIGINT: end every connection as a lost link (engine back to Normal), then exit."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for number in signals:
+            log.info("stopping on %s", signal.Signals(number).name)
+            scope.cancel()
+            return
 
 
 def main(argv: list[str] | None = None) -> int:

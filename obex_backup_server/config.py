@@ -132,7 +132,8 @@ class ObexConfig:
             if key in obex:
                 setattr(config, key, _string(f"obex.{key}", obex[key]))
         if "socket" in engine:
-            config.socket = Path(_string("engine.socket", engine["socket"]))
+            socket = _string("engine.socket", engine["socket"], empty=True)
+            config.socket = Path(socket) if socket else None
         if "idle_timeout" in engine:
             config.idle_timeout = _seconds("engine.idle_timeout", engine["idle_timeout"])
         if "spool_dir" in engine:

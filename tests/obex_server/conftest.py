@@ -24,8 +24,7 @@ from tests.engine.helpers import PASSIVE_ALL, env, make_config, make_tree, regis
 SID = 0x10203040
 KEEP_OUT = ("cache", "NoBackup")
 OBEXFTP = shutil.which("obexftp")
-
-pytestmark = pytest.mark.skipif(OBEXFTP is None, reason="obexftp is not installed")
+needs_obexftp = pytest.mark.skipif(OBEXFTP is None, reason="obexftp is not installed")
 
 
 @dataclass

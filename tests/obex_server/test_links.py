@@ -9,6 +9,7 @@ and the next client served.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from obex_backup_server.core.codes import FOLDER_BROWSING_UUID, HeaderId, Opcode
 from obex_backup_server.core.headers import Header
 from obex_backup_server.core.listing import FOLDER_LISTING_TYPE
 
-from .conftest import ObexServer
+from .conftest import ObexServer, needs_obexftp
 from .test_obexftp import (
     NO_CONNECTION,
     change_the_owner,
@@ -29,6 +30,8 @@ from .test_obexftp import (
 from .wire import WireClient
 
 BIG = 6 << 20
+
+pytestmark = needs_obexftp
 
 
 def test_a_reset_in_the_middle_of_a_backup_get(server: ObexServer, tmp_path: Path) -> None:
@@ -126,3 +129,21 @@ def test_a_second_client_waits_then_gets_service_unavailable(
     assert first.cd("Restore") == ResponseCode.SUCCESS
     first.close()
     assert listing(obexftp(server, "-l", "/", cwd=tmp_path).stdout)
+
+
+def test_sigterm_ends_the_session_and_the_engine_goes_back_to_normal(
+    server: ObexServer,
+) -> None:
+    client = WireClient(server.port)
+    client.connect()
+    assert client.cd("Backup") == ResponseCode.SUCCESS
+    response = client.request(
+        Opcode.GET_FINAL, [Header(HeaderId.TYPE, FOLDER_LISTING_TYPE.encode() + b"\0")]
+    )
+    assert response.code == ResponseCode.SUCCESS
+    assert server.mode() == "BACKUP_FULL"
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(15) == 0
+    server.wait_normal()
+    assert "stopping on SIGTERM" in server.log_text()
+    client.close()

@@ -21,12 +21,14 @@ from pathlib import Path
 
 from obex_backup_server.core.codes import ResponseCode
 
-from .conftest import SID, ObexServer
+from .conftest import SID, ObexServer, needs_obexftp
 
 OK = 255
 """obexftp's exit status when its last operation succeeded."""
 NO_CONNECTION = 1
 """obexftp's exit status when it could not connect."""
+
+pytestmark = needs_obexftp
 
 
 def exit_code(code: ResponseCode) -> int:
