@@ -29,8 +29,8 @@ from .core.codes import (
 )
 from .core.datasets import (
     DatasetError,
-    DeviceInfo,
     ObjectInfoData,
+    build_device_info,
     build_object_info,
     build_u16_array,
     build_u32_array,
@@ -270,23 +270,21 @@ class Operations:
             import mtp_responder  # its version not at import: reading it costs a metadata scan
 
             version = mtp_responder.__version__
-        dataset = DeviceInfo.build(
-            {
-                "standard_version": 100,
-                "vendor_extension_id": 6,
-                "vendor_extension_version": 100,
-                "vendor_extension_desc": device.extensions,
-                "functional_mode": 0,
-                "operations_supported": self.supported(),
-                "events_supported": [int(e) for e in self.EVENTS],
-                "device_properties_supported": self.device_props.codes,
-                "capture_formats": [int(f) for f in SUPPORTED_FORMATS],
-                "playback_formats": [int(f) for f in SUPPORTED_FORMATS],
-                "manufacturer": device.manufacturer,
-                "model": device.product,
-                "device_version": version,
-                "serial_number": device.serial,
-            }
+        dataset = build_device_info(
+            standard_version=100,
+            vendor_extension_id=6,
+            vendor_extension_version=100,
+            vendor_extension_desc=device.extensions,
+            functional_mode=0,
+            operations_supported=self.supported(),
+            events_supported=[int(e) for e in self.EVENTS],
+            device_properties_supported=self.device_props.codes,
+            capture_formats=[int(f) for f in SUPPORTED_FORMATS],
+            playback_formats=[int(f) for f in SUPPORTED_FORMATS],
+            manufacturer=device.manufacturer,
+            model=device.product,
+            device_version=version,
+            serial_number=device.serial,
         )
         await tx.send(dataset)
         return OK

@@ -12,17 +12,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from construct import Int16ul, Int32ul, Struct
-
 from .codes import ContainerType
 
-HEADER = Struct(
-    "length" / Int32ul,
-    "type" / Int16ul,
-    "code" / Int16ul,
-    "transaction_id" / Int32ul,
-)
 HEADER_SIZE = 12
+"""The header's layout is declared in :data:`.dataset_specs.ContainerHeader`."""
 MAX_PARAMS = 5
 UNKNOWN_LENGTH = 0xFFFFFFFF
 

@@ -1,14 +1,16 @@
-"""MTP datasets, declared with construct.
+"""MTP datasets: building and reading them.
 
-Declarations double as documentation of the wire layout.  Parsing input from
-the host raises :class:`DatasetError` for anything malformed (truncated,
-invalid UTF-16, lengths that lie) so the dispatcher can answer
-InvalidDataset instead of crashing.
+The wire layout is declared with construct in :mod:`.dataset_specs`, the
+reference.  What the responder builds and reads while serving goes through
+:mod:`struct` here: construct interprets each field at run time (tens of
+microseconds per element, and ObjectPropList has thousands), and importing
+it is a noticeable part of start-up on a small board.  The tests check that
+both agree byte for byte.  The declarations are also reachable from this
+module (``datasets.DeviceInfo``...), loaded on first use.
 
-Two hot paths (ObjectPropList for thousands of objects, ObjectInfo) build
-with :mod:`struct` through :func:`encode_value`, because construct's per-field
-interpretation costs tens of microseconds per element; the construct
-declarations remain the reference and the tests check both agree.
+Parsing input from the host raises :class:`DatasetError` for anything
+malformed (truncated, invalid UTF-16, lengths that lie) so the dispatcher
+can answer InvalidDataset instead of crashing.
 """
 
 from __future__ import annotations
@@ -19,29 +21,57 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from construct import (
-    BytesInteger,
-    Construct,
-    ConstructError,
-    Error,
-    Int8sl,
-    Int8ul,
-    Int16sl,
-    Int16ul,
-    Int32sl,
-    Int32ul,
-    Int64sl,
-    Int64ul,
-    PrefixedArray,
-    SizeofError,
-    Struct,
-    Switch,
-    this,
+from .codes import DataType
+
+if TYPE_CHECKING:
+    from .dataset_specs import SCALARS as SCALARS
+    from .dataset_specs import VALUE_TYPES as VALUE_TYPES
+    from .dataset_specs import DeviceInfo as DeviceInfo
+    from .dataset_specs import DevicePropDesc as DevicePropDesc
+    from .dataset_specs import Int128sl as Int128sl
+    from .dataset_specs import Int128ul as Int128ul
+    from .dataset_specs import MTPString as MTPString
+    from .dataset_specs import ObjectInfo as ObjectInfo
+    from .dataset_specs import ObjectInfoFixed as ObjectInfoFixed
+    from .dataset_specs import ObjectPropDesc as ObjectPropDesc
+    from .dataset_specs import ObjectPropList as ObjectPropList
+    from .dataset_specs import ObjectPropListElement as ObjectPropListElement
+    from .dataset_specs import StorageInfo as StorageInfo
+    from .dataset_specs import U16Array as U16Array
+    from .dataset_specs import U32Array as U32Array
+    from .dataset_specs import value_construct as value_construct
+
+_SPECS = frozenset(
+    {
+        "SCALARS",
+        "VALUE_TYPES",
+        "DeviceInfo",
+        "DevicePropDesc",
+        "Int128sl",
+        "Int128ul",
+        "MTPString",
+        "ObjectInfo",
+        "ObjectInfoFixed",
+        "ObjectPropDesc",
+        "ObjectPropList",
+        "ObjectPropListElement",
+        "StorageInfo",
+        "U16Array",
+        "U32Array",
+        "value_construct",
+    }
 )
 
-from .codes import DataType, FormFlag
+
+def __getattr__(name: str) -> Any:
+    """The construct declarations, imported on first use (see the module docstring)."""
+    if name in _SPECS:
+        from . import dataset_specs
+
+        return getattr(dataset_specs, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class DatasetError(ValueError):
@@ -51,34 +81,6 @@ class DatasetError(ValueError):
 # --------------------------------------------------------------------------
 # MTP strings: a u8 count of UTF-16 code units *including* the terminating
 # NUL, then the code units; the empty string is a single 0 byte.
-
-
-class _MTPString(Construct):
-    def _parse(self, stream: Any, context: Any, path: Any) -> str:
-        count = Int8ul._parsereport(stream, context, path)
-        if count == 0:
-            return ""
-        raw = stream.read(2 * count)
-        if len(raw) != 2 * count:
-            raise ConstructError("truncated MTP string", path=path)
-        units = raw[:-2]
-        if raw[-2:] != b"\x00\x00":
-            # Some hosts omit the NUL but count it; accept the text anyway.
-            units = raw
-        try:
-            return units.decode("utf-16-le").rstrip("\x00")
-        except UnicodeDecodeError as exc:
-            raise ConstructError(f"invalid UTF-16 in MTP string: {exc}", path=path) from exc
-
-    def _build(self, obj: str, stream: Any, context: Any, path: Any) -> str:
-        stream.write(encode_string(obj))
-        return obj
-
-    def _sizeof(self, context: Any, path: Any) -> int:
-        raise SizeofError("MTP strings have variable size", path=path)
-
-
-MTPString = _MTPString()
 
 MAX_STRING_UNITS = 254
 
@@ -94,6 +96,28 @@ def encode_string(text: str) -> bytes:
         if 0xD8 <= units[-1] <= 0xDB:
             units = units[:-2]
     return bytes([len(units) // 2 + 1]) + units + b"\x00\x00"
+
+
+def string_at(data: bytes, offset: int, what: str = "dataset") -> tuple[str, int]:
+    """The MTP string at ``offset`` and the offset after it, read as :data:`MTPString` reads it.
+
+    A string whose counted NUL is missing is taken as it is (some hosts do
+    that); NULs inside the count are dropped.
+    """
+    if offset >= len(data):
+        raise DatasetError(f"{what}: MTP string missing at offset {offset}")
+    count = data[offset]
+    start = offset + 1
+    if count == 0:
+        return "", start
+    end = start + 2 * count
+    if end > len(data):
+        raise DatasetError(f"{what}: MTP string runs past the end of the data")
+    units = data[start : end - 2] if data[end - 2 : end] == b"\x00\x00" else data[start:end]
+    try:
+        return units.decode("utf-16-le").rstrip("\x00"), end
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{what}: invalid UTF-16 in MTP string: {exc}") from exc
 
 
 # --------------------------------------------------------------------------
@@ -140,36 +164,6 @@ def _parse_date(text: str) -> float | None:
 
 # --------------------------------------------------------------------------
 # Typed values (device and object properties).
-
-Int128ul = BytesInteger(16, swapped=True, signed=False)
-Int128sl = BytesInteger(16, swapped=True, signed=True)
-
-SCALARS: dict[int, Any] = {
-    DataType.INT8: Int8sl,
-    DataType.UINT8: Int8ul,
-    DataType.INT16: Int16sl,
-    DataType.UINT16: Int16ul,
-    DataType.INT32: Int32sl,
-    DataType.UINT32: Int32ul,
-    DataType.INT64: Int64sl,
-    DataType.UINT64: Int64ul,
-    DataType.INT128: Int128sl,
-    DataType.UINT128: Int128ul,
-}
-
-VALUE_TYPES: dict[int, Any] = {
-    **SCALARS,
-    **{code | 0x4000: PrefixedArray(Int32ul, sub) for code, sub in SCALARS.items() if code <= 8},
-    DataType.STR: MTPString,
-}
-
-
-def value_construct(datatype: int) -> Any:
-    try:
-        return VALUE_TYPES[datatype]
-    except KeyError:
-        raise DatasetError(f"unsupported datatype 0x{datatype:04x}") from None
-
 
 _STRUCT_CODES: dict[int, str] = {
     DataType.INT8: "b",
@@ -223,116 +217,89 @@ def parse_exact(con: Any, data: bytes, what: str) -> Any:
 
 
 def decode_value(datatype: int, data: bytes) -> Any:
-    """Decode exactly one value that fills ``data``."""
-    return parse_exact(value_construct(datatype), data, f"value of datatype 0x{datatype:04x}")
+    """Decode exactly one value that fills ``data`` (arrays by the construct declaration)."""
+    what = f"value of datatype 0x{datatype:04x}"
+    packer = _STRUCTS.get(datatype)
+    if packer is not None:
+        if len(data) != packer.size:
+            raise DatasetError(f"{what} takes {packer.size} bytes, not {len(data)}")
+        return packer.unpack(data)[0]
+    if datatype == DataType.STR:
+        text, end = string_at(data, 0, what)
+        if end != len(data):
+            raise DatasetError(f"{what} has {len(data) - end} trailing bytes")
+        return text
+    if datatype in (DataType.UINT128, DataType.INT128):
+        if len(data) != 16:
+            raise DatasetError(f"{what} takes 16 bytes, not {len(data)}")
+        return int.from_bytes(data, "little", signed=datatype == DataType.INT128)
+    from .dataset_specs import value_construct
+
+    return parse_exact(value_construct(datatype), data, what)
 
 
-# --------------------------------------------------------------------------
-# Datasets.
-
-U16Array = PrefixedArray(Int32ul, Int16ul)
-U32Array = PrefixedArray(Int32ul, Int32ul)
-
-DeviceInfo = Struct(
-    "standard_version" / Int16ul,
-    "vendor_extension_id" / Int32ul,
-    "vendor_extension_version" / Int16ul,
-    "vendor_extension_desc" / MTPString,
-    "functional_mode" / Int16ul,
-    "operations_supported" / U16Array,
-    "events_supported" / U16Array,
-    "device_properties_supported" / U16Array,
-    "capture_formats" / U16Array,
-    "playback_formats" / U16Array,
-    "manufacturer" / MTPString,
-    "model" / MTPString,
-    "device_version" / MTPString,
-    "serial_number" / MTPString,
-)
-
-StorageInfo = Struct(
-    "storage_type" / Int16ul,
-    "filesystem_type" / Int16ul,
-    "access_capability" / Int16ul,
-    "max_capacity" / Int64ul,
-    "free_space_in_bytes" / Int64ul,
-    "free_space_in_objects" / Int32ul,
-    "storage_description" / MTPString,
-    "volume_identifier" / MTPString,
-)
-
-ObjectInfoFixed = Struct(
-    "storage_id" / Int32ul,
-    "object_format" / Int16ul,
-    "protection_status" / Int16ul,
-    "object_compressed_size" / Int32ul,
-    "thumb_format" / Int16ul,
-    "thumb_compressed_size" / Int32ul,
-    "thumb_pix_width" / Int32ul,
-    "thumb_pix_height" / Int32ul,
-    "image_pix_width" / Int32ul,
-    "image_pix_height" / Int32ul,
-    "image_bit_depth" / Int32ul,
-    "parent_object" / Int32ul,
-    "association_type" / Int16ul,
-    "association_desc" / Int32ul,
-    "sequence_number" / Int32ul,
-)
-OBJECT_INFO_FIXED_SIZE = 52
-
-ObjectInfo = Struct(
-    "fixed" / ObjectInfoFixed,
-    "filename" / MTPString,
-    "date_created" / MTPString,
-    "date_modified" / MTPString,
-    "keywords" / MTPString,
-)
-
-
-def _form(datatype_field: str) -> Any:
-    # One level down: inside the range Struct or the enumeration's FocusedSeq.
-    value = Switch(this._[datatype_field], VALUE_TYPES, default=Error)
-    return Switch(
-        this.form_flag,
-        {
-            FormFlag.RANGE: Struct("minimum" / value, "maximum" / value, "step" / value),
-            FormFlag.ENUMERATION: PrefixedArray(Int16ul, value),
-        },
+def build_device_info(
+    *,
+    standard_version: int,
+    vendor_extension_id: int,
+    vendor_extension_version: int,
+    vendor_extension_desc: str,
+    functional_mode: int,
+    operations_supported: Sequence[int],
+    events_supported: Sequence[int],
+    device_properties_supported: Sequence[int],
+    capture_formats: Sequence[int],
+    playback_formats: Sequence[int],
+    manufacturer: str,
+    model: str,
+    device_version: str,
+    serial_number: str,
+) -> bytes:
+    """The DeviceInfo dataset (the fields of :data:`DeviceInfo`, in its order)."""
+    return b"".join(
+        (
+            struct.pack("<HIH", standard_version, vendor_extension_id, vendor_extension_version),
+            encode_string(vendor_extension_desc),
+            struct.pack("<H", functional_mode),
+            build_u16_array(operations_supported),
+            build_u16_array(events_supported),
+            build_u16_array(device_properties_supported),
+            build_u16_array(capture_formats),
+            build_u16_array(playback_formats),
+            encode_string(manufacturer),
+            encode_string(model),
+            encode_string(device_version),
+            encode_string(serial_number),
+        )
     )
-
-
-DevicePropDesc = Struct(
-    "property_code" / Int16ul,
-    "datatype" / Int16ul,
-    "get_set" / Int8ul,
-    "factory_default" / Switch(this.datatype, VALUE_TYPES, default=Error),
-    "current_value" / Switch(this.datatype, VALUE_TYPES, default=Error),
-    "form_flag" / Int8ul,
-    "form" / _form("datatype"),
-)
-
-ObjectPropDesc = Struct(
-    "property_code" / Int16ul,
-    "datatype" / Int16ul,
-    "get_set" / Int8ul,
-    "default_value" / Switch(this.datatype, VALUE_TYPES, default=Error),
-    "group_code" / Int32ul,
-    "form_flag" / Int8ul,
-    "form" / _form("datatype"),
-)
-
-ObjectPropListElement = Struct(
-    "object_handle" / Int32ul,
-    "property_code" / Int16ul,
-    "datatype" / Int16ul,
-    "value" / Switch(this.datatype, VALUE_TYPES, default=Error),
-)
-
-ObjectPropList = PrefixedArray(Int32ul, ObjectPropListElement)
 
 
 # --------------------------------------------------------------------------
 # Typed views used by the dispatcher.
+
+
+class _ObjectInfoFixed(NamedTuple):
+    """The fixed part of ObjectInfo, field for field as :data:`ObjectInfoFixed` declares it."""
+
+    storage_id: int
+    object_format: int
+    protection_status: int
+    object_compressed_size: int
+    thumb_format: int
+    thumb_compressed_size: int
+    thumb_pix_width: int
+    thumb_pix_height: int
+    image_pix_width: int
+    image_pix_height: int
+    image_bit_depth: int
+    parent_object: int
+    association_type: int
+    association_desc: int
+    sequence_number: int
+
+
+_OBJECT_INFO_FIXED = struct.Struct("<IHHIHIIIIIIIHII")
+OBJECT_INFO_FIXED_SIZE = _OBJECT_INFO_FIXED.size
 
 
 @dataclass(slots=True)
@@ -351,8 +318,7 @@ class ObjectInfoData:
 
 
 def build_object_info(info: ObjectInfoData) -> bytes:
-    fixed = struct.pack(
-        "<IHHIHIIIIIIIHII",
+    fixed = _OBJECT_INFO_FIXED.pack(
         info.storage_id,
         info.object_format,
         info.protection_status,
@@ -389,7 +355,7 @@ def parse_object_info(data: bytes) -> ObjectInfoData:
     if len(data) < OBJECT_INFO_FIXED_SIZE + 1:
         raise DatasetError("ObjectInfo dataset is truncated")
     try:
-        fixed = ObjectInfoFixed.parse(data[:OBJECT_INFO_FIXED_SIZE])
+        fixed = _ObjectInfoFixed(*_OBJECT_INFO_FIXED.unpack_from(data))
         strings: list[str] = []
         offset = OBJECT_INFO_FIXED_SIZE
         for _ in range(4):
@@ -397,7 +363,7 @@ def parse_object_info(data: bytes) -> ObjectInfoData:
                 break
             text, offset = _parse_string_at(data, offset)
             strings.append(text)
-    except (ConstructError, struct.error) as exc:
+    except struct.error as exc:
         raise DatasetError(f"ObjectInfo dataset is malformed: {exc}") from exc
     strings += [""] * (4 - len(strings))
     return ObjectInfoData(
@@ -416,14 +382,7 @@ def parse_object_info(data: bytes) -> ObjectInfoData:
 
 
 def _parse_string_at(data: bytes, offset: int) -> tuple[str, int]:
-    count = data[offset]
-    end = offset + 1 + 2 * count
-    if end > len(data):
-        raise DatasetError("MTP string runs past the end of the dataset")
-    try:
-        return MTPString.parse(data[offset:end]), end
-    except ConstructError as exc:
-        raise DatasetError(str(exc)) from exc
+    return string_at(data, offset)
 
 
 def parse_string(data: bytes) -> str:
@@ -462,6 +421,8 @@ def parse_prop_list(data: bytes) -> list[PropListItem]:
     try:
         return _parse_prop_list_struct(data)
     except _ArrayValue:
+        from .dataset_specs import ObjectPropList
+
         items = parse_exact(ObjectPropList, data, "ObjectPropList")
         return [PropListItem(i.object_handle, i.property_code, i.datatype, i.value) for i in items]
 
@@ -489,13 +450,13 @@ def _parse_prop_list_struct(data: bytes) -> list[PropListItem]:
         elif datatype == DataType.STR:
             if offset >= size:
                 raise DatasetError(f"ObjectPropList is truncated in element {len(items)}")
-            value, end = _string_in_list(data, offset)
+            value, end = string_at(data, offset, "ObjectPropList")
         elif datatype in (DataType.UINT128, DataType.INT128):
             end = offset + 16
             if end > size:
                 raise DatasetError(f"ObjectPropList is truncated in element {len(items)}")
             value = int.from_bytes(data[offset:end], "little", signed=datatype == DataType.INT128)
-        elif datatype in VALUE_TYPES:
+        elif datatype & 0x4000 and datatype & ~0x4000 in _STRUCTS:
             raise _ArrayValue
         else:
             raise DatasetError(f"ObjectPropList: unsupported datatype 0x{datatype:04x}")
@@ -504,22 +465,6 @@ def _parse_prop_list_struct(data: bytes) -> list[PropListItem]:
     if offset != size:
         raise DatasetError(f"ObjectPropList has {size - offset} trailing bytes")
     return items
-
-
-def _string_in_list(data: bytes, offset: int) -> tuple[str, int]:
-    """An MTP string at ``offset``, read as :data:`MTPString` reads it."""
-    count = data[offset]
-    start = offset + 1
-    if count == 0:
-        return "", start
-    end = start + 2 * count
-    if end > len(data):
-        raise DatasetError("ObjectPropList: truncated MTP string")
-    units = data[start : end - 2] if data[end - 2 : end] == b"\x00\x00" else data[start:end]
-    try:
-        return units.decode("utf-16-le").rstrip("\x00"), end
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"ObjectPropList: invalid UTF-16 in MTP string: {exc}") from exc
 
 
 def build_prop_list(items: Sequence[PropListItem] | Iterable[PropListItem]) -> bytes:
