@@ -7,14 +7,21 @@ rather than in shell scripts:
    ``ffs.<instance>`` function and any kernel functions, MS OS descriptors);
 2. the FunctionFS mount (``no_disconnect=1``, so a crashing responder does not
    take a composite gadget's other functions down with it);
-3. the responder, which writes its descriptors to ``ep0``;
-4. binding the UDC, only once ``ep1``... exist (binding earlier fails with ENODEV),
-   retried until ``UDC`` reads back the controller name, because a responder that
-   re-opens ep0 after an unbind makes the next bind race.
+3. the OBEX server, when the gadget has an ``obex.<instance>`` function: the
+   kernel's CDC OBEX function keeps the whole gadget off the bus until its tty
+   (``/dev/ttyGS<port_num>``) is open, so the server must hold it before the
+   bind and never let it close while the gadget is up;
+4. the responder, which writes its descriptors to ``ep0``;
+5. binding the UDC, only once ``ep1``... exist (binding earlier fails with ENODEV)
+   and the OBEX tty is held open, retried until ``UDC`` reads back the controller
+   name, because a responder that re-opens ep0 after an unbind makes the next bind
+   race.
 
 Tear-down runs the same steps backwards and works from what exists in configfs and
 ``/proc/self/mountinfo`` rather than from the config file, so it also clears a
-gadget left half-built by a crash or by an older config.
+gadget left half-built by a crash or by an older config.  Whoever still holds an
+OBEX tty is stopped before its function is removed: the kernel waits, unkillably,
+for the tty to close inside the ``rmdir``.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,7 +138,9 @@ class Mount:
 
 def _unescape(field: str) -> str:
     return (
-        field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
+        field.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
         .replace("\\134", "\\")
     )
 
@@ -163,9 +172,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 def _mount(source: str, target: Path, fstype: str, options: str) -> None:
     if _libc.mount(source.encode(), str(target).encode(), fstype.encode(), 0, options.encode()):
         err = ctypes.get_errno()
-        raise GadgetError(
-            f"mount -t {fstype} -o {options} {source} {target}: {os.strerror(err)}"
-        )
+        raise GadgetError(f"mount -t {fstype} -o {options} {source} {target}: {os.strerror(err)}")
 
 
 def _umount(target: Path, lazy: bool = False) -> int:
@@ -195,9 +202,9 @@ def _alive(pid: int, start_time: int | None = None) -> bool:
     return current is not None and (start_time is None or current == start_time)
 
 
-def _read_pid_file(settings: Settings) -> dict[str, Any] | None:
+def _read_pid_file(settings: Settings, path: Path | None = None) -> dict[str, Any] | None:
     try:
-        data = json.loads(settings.pid_file.read_text())
+        data = json.loads((path or settings.pid_file).read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and isinstance(data.get("pid"), int) else None
@@ -205,10 +212,23 @@ def _read_pid_file(settings: Settings) -> dict[str, Any] | None:
 
 def start_responder(settings: Settings) -> int:
     """Start the responder detached, logging to a file, and record it in the pid file."""
-    argv = settings.responder_argv()
-    log_path = settings.responder_log
+    return _start_process(
+        settings.responder_argv(), settings.responder_log, settings.pid_file, "responder"
+    )
+
+
+def start_obex_server(settings: Settings, tty: str) -> int:
+    """Start the OBEX server for ``tty`` detached, like the responder, with its own pid file."""
+    return _start_process(
+        settings.obex_argv(tty), settings.obex_log, settings.obex_pid_file, "OBEX server"
+    )
+
+
+def _start_process(argv: list[str], log_path: Path, pid_file: Path, what: str) -> int:
+    if not argv:
+        raise GadgetError(f"no {what} command configured")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log.write(f"\n=== {time.strftime('%F %T')} starting: {argv}\n".encode())
         log.flush()
@@ -222,23 +242,24 @@ def start_responder(settings: Settings) -> int:
                 close_fds=True,
             )
         except OSError as exc:
-            raise GadgetError(f"cannot start responder {argv[0]}: {exc.strerror}") from exc
+            raise GadgetError(f"cannot start {what} {argv[0]}: {exc.strerror}") from exc
     info = {
         "pid": proc.pid,
         "start_time": _proc_start_time(proc.pid),
         "argv": argv,
         "log": str(log_path),
     }
-    settings.pid_file.write_text(json.dumps(info) + "\n")
-    _log(f"responder started (pid {proc.pid}, log {log_path})")
+    pid_file.write_text(json.dumps(info) + "\n")
+    _log(f"{what} started (pid {proc.pid}, log {log_path})")
     return proc.pid
 
 
-def _log_tail(settings: Settings, lines: int = 20) -> str:
+def _log_tail(settings: Settings, lines: int = 20, path: Path | None = None) -> str:
+    log_path = path or settings.responder_log
     try:
-        text = settings.responder_log.read_text(errors="replace").splitlines()
+        text = log_path.read_text(errors="replace").splitlines()
     except OSError:
-        return "(no responder log)"
+        return f"(no log at {log_path})"
     return "\n".join("    " + line for line in text[-lines:])
 
 
@@ -274,14 +295,29 @@ def _reap(pid: int) -> None:
 def stop_responder(settings: Settings) -> None:
     info = _read_pid_file(settings)
     if info is not None:
-        _terminate(info["pid"], info.get("start_time"), settings.gadget.stop_timeout,
-                   "responder")
+        _terminate(info["pid"], info.get("start_time"), settings.gadget.stop_timeout, "responder")
     _unlink(settings.pid_file)
+
+
+def stop_obex_server(settings: Settings) -> None:
+    info = _read_pid_file(settings, settings.obex_pid_file)
+    if info is not None:
+        _terminate(info["pid"], info.get("start_time"), settings.gadget.stop_timeout, "OBEX server")
+    _unlink(settings.obex_pid_file)
 
 
 def _holders(mount_point: Path) -> list[int]:
     """PIDs with a file open under ``mount_point`` (a responder not started by us)."""
     prefix = str(mount_point).rstrip("/") + "/"
+    return _pids_with_open(lambda target: target.startswith(prefix))
+
+
+def tty_holders(tty: str) -> list[int]:
+    """PIDs with ``tty`` open (the OBEX server, or anyone else)."""
+    return _pids_with_open(lambda target: target == tty)
+
+
+def _pids_with_open(match: Callable[[str], bool]) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -295,10 +331,51 @@ def _holders(mount_point: Path) -> list[int]:
                 target = os.readlink(fd)
             except OSError:
                 continue
-            if target.startswith(prefix):
+            if match(target):
                 pids.append(int(entry.name))
                 break
     return pids
+
+
+# -- the OBEX function ----------------------------------------------------------------
+
+
+def _obex_functions(gdir: Path) -> list[str]:
+    functions = gdir / "functions"
+    if not functions.is_dir():
+        return []
+    return sorted(p.name for p in functions.iterdir() if p.name.startswith("obex."))
+
+
+def obex_tty(gdir: Path, function: str) -> str | None:
+    """``/dev/ttyGS<port_num>`` of an ``obex.*`` function (the kernel picks the port)."""
+    port = _read(gdir / "functions" / function / "port_num")
+    return f"/dev/ttyGS{port}" if port.isdigit() else None
+
+
+def _obex_tty_of(settings: Settings) -> str | None:
+    fn = settings.obex_function
+    return None if fn is None else obex_tty(gadget_dir(settings), fn)
+
+
+def _stop_tty_holders(settings: Settings, gdir: Path) -> None:
+    """Stop whoever holds an OBEX tty, so removing its function cannot hang.
+
+    The kernel frees a serial function's port only once its tty is closed, and
+    waits for that inside the ``rmdir``, in a sleep no signal ends.
+    """
+    for fn in _obex_functions(gdir):
+        tty = obex_tty(gdir, fn)
+        if tty is None:
+            continue
+        for pid in tty_holders(tty):
+            _terminate(pid, None, settings.gadget.stop_timeout, f"process holding {tty}")
+        left = tty_holders(tty)
+        if left:
+            raise GadgetError(
+                f"{tty} is still open (pids {left}); not removing {fn}, whose rmdir "
+                "would wait for it"
+            )
 
 
 # -- readiness and binding -----------------------------------------------------------
@@ -310,8 +387,10 @@ def descriptors_written(mount_point: Path) -> bool:
 
 
 def wait_ready(settings: Settings, pid: int | None) -> None:
+    """Until the responder wrote its descriptors and the OBEX tty (if any) is held."""
     mount_point = Path(settings.gadget.functionfs_mount)
     deadline = time.monotonic() + settings.gadget.ready_timeout
+    _wait_obex_held(settings, deadline)
     while not descriptors_written(mount_point):
         if pid is not None:
             _reap(pid)
@@ -324,6 +403,38 @@ def wait_ready(settings: Settings, pid: int | None) -> None:
             raise GadgetError(
                 f"no endpoint files in {mount_point} after {settings.gadget.ready_timeout:.0f}s:"
                 f" the responder never wrote its descriptors; log:\n{_log_tail(settings)}"
+            )
+        time.sleep(0.05)
+
+
+def _wait_obex_held(settings: Settings, deadline: float) -> None:
+    """Until some process holds the OBEX function's tty open.
+
+    Bound without that, the kernel's OBEX function keeps the whole gadget off
+    the bus.  The server is ours (``obex_command``) or someone else's (a
+    systemd unit); either way what counts is that the tty is open.
+    """
+    fn = settings.obex_function
+    if fn is None:
+        return
+    tty = _obex_tty_of(settings)
+    if tty is None:
+        raise GadgetError(f"{gadget_dir(settings) / 'functions' / fn} has no port_num")
+    info = _read_pid_file(settings, settings.obex_pid_file)
+    while not tty_holders(tty):
+        if info is not None:
+            _reap(info["pid"])
+            if not _alive(info["pid"], info.get("start_time")):
+                raise GadgetError(
+                    f"OBEX server (pid {info['pid']}) exited before opening {tty}; log "
+                    f"{settings.obex_log}:\n{_log_tail(settings, path=settings.obex_log)}"
+                )
+        if time.monotonic() > deadline:
+            who = "the OBEX server" if info is not None else "no OBEX server (obex_command)"
+            raise GadgetError(
+                f"{tty} not opened after {settings.gadget.ready_timeout:.0f}s by {who}: "
+                "the kernel keeps a gadget with an OBEX function off the bus until its tty "
+                "is open"
             )
         time.sleep(0.05)
 
@@ -506,6 +617,9 @@ def up(settings: Settings) -> str:
     """The whole bring-up; on any failure the half-built gadget is removed again."""
     try:
         prepare(settings)
+        tty = _obex_tty_of(settings)
+        if tty is not None and settings.gadget.obex_command:
+            start_obex_server(settings, tty)
         pid = start_responder(settings)
         wait_ready(settings, pid)
         return bind(settings)
@@ -535,6 +649,7 @@ def down(settings: Settings, quiet: bool = False) -> None:
 
     step("unbind", unbind, settings)
     step("stop responder", stop_responder, settings)
+    step("stop OBEX server", stop_obex_server, settings)
     instances = _ffs_instances(gdir) | {settings.gadget.ffs_instance}
     mount_point = Path(settings.gadget.functionfs_mount)
     for m in functionfs_mounts(instances, mount_point):
@@ -542,8 +657,14 @@ def down(settings: Settings, quiet: bool = False) -> None:
         if err == errno.EBUSY:
             holders = _holders(m.mount_point)
             for pid in holders:
-                step("stop holder", _terminate, pid, None, settings.gadget.stop_timeout,
-                     f"process holding {m.mount_point}")
+                step(
+                    "stop holder",
+                    _terminate,
+                    pid,
+                    None,
+                    settings.gadget.stop_timeout,
+                    f"process holding {m.mount_point}",
+                )
             err = _umount(m.mount_point)
         if err:
             errors.append(f"umount {m.mount_point}: {os.strerror(err)}")
@@ -553,6 +674,10 @@ def down(settings: Settings, quiet: bool = False) -> None:
         with contextlib.suppress(OSError):
             mount_point.rmdir()
     if gdir.exists():
+        try:
+            _stop_tty_holders(settings, gdir)
+        except (GadgetError, OSError) as exc:
+            raise GadgetError("; ".join([*errors, str(exc)])) from exc
         step("remove configfs tree", remove_tree, gdir)
         if not gdir.exists() and not quiet:
             _log(f"removed {gdir}")
@@ -571,20 +696,35 @@ def status(settings: Settings) -> dict[str, Any]:
             s: _read(gdir / "strings" / LANG / s)
             for s in ("manufacturer", "product", "serialnumber")
         }
-        info["functions"] = sorted(
-            p.name for p in (gdir / "functions").iterdir()
-        ) if (gdir / "functions").is_dir() else []
-        info["configs"] = {
-            c.name: sorted(e.name for e in c.iterdir() if e.is_symlink())
-            for c in sorted((gdir / "configs").iterdir())
-        } if (gdir / "configs").is_dir() else {}
+        info["functions"] = (
+            sorted(p.name for p in (gdir / "functions").iterdir())
+            if (gdir / "functions").is_dir()
+            else []
+        )
+        info["configs"] = (
+            {
+                c.name: sorted(e.name for e in c.iterdir() if e.is_symlink())
+                for c in sorted((gdir / "configs").iterdir())
+            }
+            if (gdir / "configs").is_dir()
+            else {}
+        )
         os_desc = gdir / "os_desc"
-        info["os_desc"] = {
-            "use": _read(os_desc / "use"),
-            "b_vendor_code": _read(os_desc / "b_vendor_code"),
-            "qw_sign": _read(os_desc / "qw_sign"),
-            "configs": sorted(p.name for p in os_desc.iterdir() if p.is_symlink()),
-        } if os_desc.is_dir() else None
+        info["os_desc"] = (
+            {
+                "use": _read(os_desc / "use"),
+                "b_vendor_code": _read(os_desc / "b_vendor_code"),
+                "qw_sign": _read(os_desc / "qw_sign"),
+                "configs": sorted(p.name for p in os_desc.iterdir() if p.is_symlink()),
+            }
+            if os_desc.is_dir()
+            else None
+        )
+        info["obex"] = [
+            {"function": fn, "tty": tty, "holders": tty_holders(tty) if tty else []}
+            for fn in _obex_functions(gdir)
+            for tty in [obex_tty(gdir, fn)]
+        ]
         udc = _read(gdir / "UDC")
         info["udc"] = udc or None
         if udc:
@@ -596,7 +736,8 @@ def status(settings: Settings) -> dict[str, Any]:
             "source": m.source,
             "mount_point": str(m.mount_point),
             "endpoints": sorted(p.name for p in m.mount_point.iterdir())
-            if m.mount_point.is_dir() else [],
+            if m.mount_point.is_dir()
+            else [],
         }
         for m in functionfs_mounts(instances, Path(settings.gadget.functionfs_mount))
     ]
@@ -604,6 +745,10 @@ def status(settings: Settings) -> dict[str, Any]:
     if pid_info is not None:
         pid_info["alive"] = _alive(pid_info["pid"], pid_info.get("start_time"))
     info["responder"] = pid_info
+    obex_info = _read_pid_file(settings, settings.obex_pid_file)
+    if obex_info is not None:
+        obex_info["alive"] = _alive(obex_info["pid"], obex_info.get("start_time"))
+    info["obex_server"] = obex_info
     info["available_udcs"] = available_udcs()
     return info
 
@@ -631,6 +776,13 @@ def iter_status_lines(info: dict[str, Any]) -> Iterator[str]:
                 f"os_desc     use={od['use']} vendor_code={od['b_vendor_code']}"
                 f" sign={od['qw_sign']} configs={','.join(od['configs']) or '-'}"
             )
+        for ob in info.get("obex", []):
+            held = (
+                f"held open by pid {', '.join(map(str, ob['holders']))}"
+                if ob["holders"]
+                else "not open: the gadget stays off the bus until the OBEX server opens it"
+            )
+            yield f"obex        {ob['function']}: {ob['tty'] or '(no port_num)'} {held}"
         if info.get("udc"):
             yield f"udc         {info['udc']} ({info.get('udc_state')}, {info.get('speed')})"
         else:
@@ -645,4 +797,8 @@ def iter_status_lines(info: dict[str, Any]) -> Iterator[str]:
         yield f"responder   pid {r['pid']} {state}; log {r.get('log')}"
     else:
         yield "responder   no pid file"
+    o = info.get("obex_server")
+    if o:
+        state = "running" if o["alive"] else "not running"
+        yield f"obex server pid {o['pid']} {state}; log {o.get('log')}"
     yield f"UDCs        {', '.join(info['available_udcs']) or 'none'}"

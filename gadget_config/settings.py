@@ -12,6 +12,7 @@ IDs, which a product must replace).
 from __future__ import annotations
 
 import re
+import string
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,11 @@ DEFAULT_FFS_MOUNT = "/dev/ffs-mtp"
 DEFAULT_STATE_DIR = Path("/run/mtp-gadget")
 
 _FUNCTION_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+
+#: Kernel functions that each take one of u_serial's ttyGS ports.
+SERIAL_FUNCTION_TYPES = frozenset({"acm", "gser", "obex"})
+#: u_serial ports a gadget may use (older kernels have no more in all).
+MAX_SERIAL_FUNCTIONS = 4
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -43,6 +49,8 @@ _GADGET_KEYS = frozenset(
         "function_attributes",
         "responder_command",
         "responder_log",
+        "obex_command",
+        "obex_log",
         "ready_timeout",
         "stop_timeout",
         "bind_timeout",
@@ -68,6 +76,8 @@ class GadgetSettings:
     function_attributes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     responder_command: tuple[str, ...] = ()
     responder_log: str = ""
+    obex_command: tuple[str, ...] = ()
+    obex_log: str = ""
     ready_timeout: float = 30.0
     stop_timeout: float = 10.0
     bind_timeout: float = 10.0
@@ -96,6 +106,31 @@ class Settings:
         if self.config_path:
             argv += ["--config", str(self.config_path)]
         return [*argv, "--functionfs", self.gadget.functionfs_mount]
+
+    @property
+    def obex_function(self) -> str | None:
+        """The ``obex.<instance>`` function of the gadget, if it has one."""
+        return next((f for f in self.gadget.extra_functions if f.startswith("obex.")), None)
+
+    def obex_argv(self, tty: str) -> list[str]:
+        """The OBEX server command line, with ``{tty}`` and the responder's placeholders."""
+        values = {
+            "python": sys.executable,
+            "config": str(self.config_path) if self.config_path else "",
+            "tty": tty,
+            "name": self.gadget.name,
+        }
+        return [part.format(**values) for part in self.gadget.obex_command]
+
+    @property
+    def obex_pid_file(self) -> Path:
+        return self.state_dir / f"{self.gadget.name}-obex.pid"
+
+    @property
+    def obex_log(self) -> Path:
+        if self.gadget.obex_log:
+            return Path(self.gadget.obex_log)
+        return self.state_dir / f"{self.gadget.name}-obex.log"
 
     @property
     def state_dir(self) -> Path:
@@ -189,6 +224,7 @@ def parse(data: Mapping[str, Any], config_path: Path | None = None) -> Settings:
             raise ConfigError(
                 f"gadget.extra_functions: {fn!r} is not a kernel function 'type.instance'"
             )
+    _check_serial_functions(extra)
     attrs_table = gad.get("function_attributes", {})
     if not isinstance(attrs_table, dict):
         raise ConfigError("gadget.function_attributes: must be a table")
@@ -200,9 +236,16 @@ def parse(data: Mapping[str, Any], config_path: Path | None = None) -> Settings:
         if not isinstance(attrs, dict):
             raise ConfigError(f"{where}: must be a table")
         function_attributes[fn] = {str(k): _attr_value(f"{where}.{k}", v) for k, v in attrs.items()}
-    responder = gad.get("responder_command", [])
-    if isinstance(responder, str):
-        raise ConfigError("gadget.responder_command: give a list of arguments, not a shell string")
+    for key in ("responder_command", "obex_command"):
+        if isinstance(gad.get(key), str):
+            raise ConfigError(f"gadget.{key}: give a list of arguments, not a shell string")
+    obex_command = _str_list(gad, "obex_command")
+    if obex_command and not any(f.startswith("obex.") for f in extra):
+        raise ConfigError(
+            'gadget.obex_command: the gadget has no OBEX function (add "obex.<instance>" '
+            "to extra_functions)"
+        )
+    _check_placeholders("obex_command", obex_command, {"python", "config", "tty", "name"})
     mount = _str(gad, "functionfs_mount", DEFAULT_FFS_MOUNT)
     if not mount.startswith("/"):
         raise ConfigError("gadget.functionfs_mount: must be an absolute path")
@@ -223,12 +266,48 @@ def parse(data: Mapping[str, Any], config_path: Path | None = None) -> Settings:
         function_attributes=function_attributes,
         responder_command=_str_list(gad, "responder_command"),
         responder_log=_str(gad, "responder_log", ""),
+        obex_command=obex_command,
+        obex_log=_str(gad, "obex_log", ""),
         ready_timeout=_float(gad, "ready_timeout", GadgetSettings.ready_timeout),
         stop_timeout=_float(gad, "stop_timeout", GadgetSettings.stop_timeout),
         bind_timeout=_float(gad, "bind_timeout", GadgetSettings.bind_timeout),
         state_dir=state_dir,
     )
     return Settings(device=device, gadget=gadget, config_path=config_path)
+
+
+def _check_serial_functions(functions: Sequence[str]) -> None:
+    """u_serial has few ttyGS ports, and one OBEX server serves one tty."""
+    if len(set(functions)) != len(functions):
+        dup = next(f for f in functions if functions.count(f) > 1)
+        raise ConfigError(f"gadget.extra_functions: {dup!r} is listed twice")
+    serial = [f for f in functions if f.partition(".")[0] in SERIAL_FUNCTION_TYPES]
+    if len(serial) > MAX_SERIAL_FUNCTIONS:
+        raise ConfigError(
+            f"gadget.extra_functions: {len(serial)} serial functions ({', '.join(serial)}); "
+            f"a gadget has at most {MAX_SERIAL_FUNCTIONS} (acm, gser and obex each take a "
+            "ttyGS port)"
+        )
+    obex = [f for f in functions if f.startswith("obex.")]
+    if len(obex) > 1:
+        raise ConfigError(
+            f"gadget.extra_functions: {', '.join(obex)}: at most one obex function per gadget"
+        )
+
+
+def _check_placeholders(key: str, argv: Sequence[str], known: set[str]) -> None:
+    """A misspelt ``{placeholder}`` is a config error now, not a KeyError at ``up``."""
+    for part in argv:
+        try:
+            fields = [name for _, name, _, _ in string.Formatter().parse(part) if name is not None]
+        except ValueError as exc:
+            raise ConfigError(f"gadget.{key}: {part!r}: {exc}") from exc
+        for name in fields:
+            if name not in known:
+                raise ConfigError(
+                    f"gadget.{key}: {part!r}: unknown placeholder {{{name}}} "
+                    f"(known: {', '.join('{' + k + '}' for k in sorted(known))})"
+                )
 
 
 def _attr_value(where: str, value: object) -> str:
@@ -258,4 +337,14 @@ def format_keys(settings: Settings) -> Sequence[str]:
         f"gadget           {g.name}  (ffs.{g.ffs_instance} at {g.functionfs_mount})",
         f"extra functions  {', '.join(g.extra_functions) or '-'}",
         f"responder        {' '.join(settings.responder_argv())}",
+        f"OBEX server      {_obex_line(settings)}",
     ]
+
+
+def _obex_line(settings: Settings) -> str:
+    fn = settings.obex_function
+    if fn is None:
+        return "- (no obex function)"
+    if not settings.gadget.obex_command:
+        return f"for {fn}: started by someone else (e.g. a systemd unit); bind waits for it"
+    return f"for {fn}: {' '.join(settings.obex_argv('/dev/ttyGS<port_num>'))}"
