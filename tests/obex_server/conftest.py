@@ -92,13 +92,14 @@ def engine(tmp_path: Path) -> Iterator[EngineProcess]:
     stop_engine(proc)
 
 
-@pytest.fixture
-def server(tmp_path: Path, engine: EngineProcess) -> Iterator[ObexServer]:
+def launch(tmp_path: Path, engine: EngineProcess, obex: str = "") -> ObexServer:
+    """Start the server on ``engine`` with ``obex`` added to its ``[obex]`` table."""
     config = tmp_path / "obex.toml"
     config.write_text(
         "[obex]\n"
         'listen = "127.0.0.1:0"\n'
         "busy_wait = 2.0\n"
+        f"{obex}\n"
         "[engine]\n"
         f'socket = "{engine.config.socket_path}"\n'
         "idle_timeout = 600.0\n"
@@ -108,5 +109,11 @@ def server(tmp_path: Path, engine: EngineProcess) -> Iterator[ObexServer]:
     log = tmp_path / "obex.log"
     proc, port = start_server(config, log)
     owner = engine.config.drives["c"] / "private" / f"{SID:08X}"
-    yield ObexServer(proc, log, port, engine, owner)
-    stop(proc)
+    return ObexServer(proc, log, port, engine, owner)
+
+
+@pytest.fixture
+def server(tmp_path: Path, engine: EngineProcess) -> Iterator[ObexServer]:
+    running = launch(tmp_path, engine)
+    yield running
+    stop(running.proc)

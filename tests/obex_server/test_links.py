@@ -17,8 +17,9 @@ from pathlib import Path
 from obex_backup_server.core.codes import FOLDER_BROWSING_UUID, HeaderId, Opcode, ResponseCode
 from obex_backup_server.core.headers import Header
 from obex_backup_server.core.listing import FOLDER_LISTING_TYPE
+from tests.engine.conftest import EngineProcess
 
-from .conftest import ObexServer, needs_obexftp
+from .conftest import ObexServer, launch, needs_obexftp, stop
 from .test_obexftp import (
     NO_CONNECTION,
     change_the_owner,
@@ -147,3 +148,52 @@ def test_sigterm_ends_the_session_and_the_engine_goes_back_to_normal(
     server.wait_normal()
     assert "stopping on SIGTERM" in server.log_text()
     client.close()
+
+
+def test_a_restore_put_without_length_streams_all_the_same(
+    server: ObexServer, tmp_path: Path
+) -> None:
+    """Length is optional in OBEX: the engine reads the archive to its end."""
+    backed_up = server.owner_state()
+    mbak, _ = get_backup(server, tmp_path / "pc")
+    change_the_owner(server)
+    data = mbak.read_bytes()
+    client = WireClient(server.port)
+    client.connect()
+    assert client.cd("Restore") == ResponseCode.SUCCESS
+    assert client.request(Opcode.PUT, [Header(HeaderId.NAME, "r.mbak")]).code == (
+        ResponseCode.CONTINUE
+    )
+    room = client.conn.body_room()
+    for offset in range(0, len(data), room):
+        piece = data[offset : offset + room]
+        last = offset + room >= len(data)
+        header = Header(HeaderId.END_OF_BODY if last else HeaderId.BODY, piece)
+        opcode = Opcode.PUT_FINAL if last else Opcode.PUT
+        response = client.request(opcode, [header], quote_id=False)
+    assert response.code == ResponseCode.SUCCESS
+    assert server.owner_state() == backed_up
+    assert client.request(Opcode.DISCONNECT).code == ResponseCode.SUCCESS
+    client.close()
+    server.wait_normal()
+
+
+def test_a_silent_client_is_dropped_after_link_timeout(
+    tmp_path: Path, engine: EngineProcess
+) -> None:
+    server = launch(tmp_path, engine, "link_timeout = 1.0")
+    try:
+        client = WireClient(server.port)
+        client.connect()
+        assert client.cd("Backup") == ResponseCode.SUCCESS
+        response = client.request(
+            Opcode.GET_FINAL, [Header(HeaderId.TYPE, FOLDER_LISTING_TYPE.encode() + b"\0")]
+        )
+        assert response.code == ResponseCode.SUCCESS
+        assert server.mode() == "BACKUP_FULL"
+        assert client.sock.recv(10) == b"", "the server closed the connection"
+        server.wait_normal()
+        assert "no byte for 1 s" in server.log_text()
+        assert listing(obexftp(server, "-l", "/", cwd=tmp_path).stdout)
+    finally:
+        stop(server.proc)
