@@ -18,7 +18,7 @@ import pytest
 from gadget_config.gadget import iter_status_lines, tty_holders
 from gadget_config.settings import ConfigError, format_keys, parse
 
-SERVER = ["{python}", "-m", "obex_backup_server.cli", "--tty", "{tty}", "--config", "{config}"]
+SERVER = ["{python}", "/opt/obex-on-tty.py", "{tty}", "--config", "{config}"]
 
 
 def gadget(**keys: object) -> dict[str, object]:
@@ -29,12 +29,13 @@ def test_an_obex_function_and_its_server_command_are_read() -> None:
     s = parse(gadget(extra_functions=["obex.usb0"], obex_command=SERVER), Path("/etc/m.toml"))
     assert s.obex_function == "obex.usb0"
     assert s.obex_argv("/dev/ttyGS1") == [
-        sys.executable, "-m", "obex_backup_server.cli", "--tty", "/dev/ttyGS1",
-        "--config", "/etc/m.toml",
+        sys.executable, "/opt/obex-on-tty.py", "/dev/ttyGS1", "--config", "/etc/m.toml",
     ]  # fmt: skip
     assert s.obex_pid_file == Path("/run/mtp-gadget/mtp-obex.pid")
     assert s.obex_log == Path("/run/mtp-gadget/mtp-obex.log")
-    assert any(line.startswith("OBEX server") and "--tty" in line for line in format_keys(s))
+    assert any(
+        line.startswith("OBEX server") and "obex-on-tty.py" in line for line in format_keys(s)
+    )
 
 
 def test_without_an_obex_function_there_is_no_obex_server() -> None:
