@@ -28,6 +28,7 @@ that connection only.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncGenerator
@@ -199,6 +200,12 @@ async def _close(stream: trio.abc.Stream) -> None:
         pass
 
 
+def _storage_error(key: str, exc: OSError) -> ServerError:
+    """A file system error while receiving ``key`` (the snapshot spool) as a toolkit error."""
+    kind = ErrorKind.NO_SPACE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ErrorKind.FAILED
+    return ServerError(kind, f"{key}: {exc.strerror or exc}")
+
+
 class _LinkLost(Exception):
     """The stream ended or broke without a DISCONNECT."""
 
@@ -360,6 +367,9 @@ class _Connection:
         except ServerError as exc:
             put.error = exc
             await self._abort_upload(put)
+        except OSError as exc:
+            put.error = _storage_error(put.key, exc)
+            await self._abort_upload(put)
 
     async def _continue(self, event: ContinueDue) -> None:
         if event.operation is Operation.PUT and self.put is not None:
@@ -393,6 +403,9 @@ class _Connection:
             log.info("%s: received %s (%d bytes)", self.name, entry.key, entry.size)
         except ServerError as exc:
             await self._error(exc)
+            return
+        except OSError as exc:
+            await self._error(_storage_error(put.key, exc))
             return
         await self._send(Response(ResponseCode.SUCCESS))
 

@@ -23,6 +23,7 @@ from .conftest import ObexServer, launch, needs_obexftp, stop
 from .test_obexftp import (
     NO_CONNECTION,
     change_the_owner,
+    exit_code,
     get_backup,
     listing,
     obexftp,
@@ -197,3 +198,22 @@ def test_a_silent_client_is_dropped_after_link_timeout(
         assert listing(obexftp(server, "-l", "/", cwd=tmp_path).stdout)
     finally:
         stop(server.proc)
+
+
+def test_a_spool_that_cannot_be_written_is_an_internal_error_not_a_crash(
+    server: ObexServer, tmp_path: Path
+) -> None:
+    (tmp_path / "spool").write_text("a file where the snapshot spool should be")
+    (tmp_path / "x.snapshot").write_bytes(b"snapshot bytes")
+    result = obexftp(
+        server,
+        "-c",
+        "Incremental",
+        "-p",
+        "x.snapshot",
+        cwd=tmp_path,
+        expect=exit_code(ResponseCode.INTERNAL_SERVER_ERROR),
+    )
+    assert "failed: x.snapshot" in result.stderr
+    assert listing(obexftp(server, "-c", "Incremental", "-l", cwd=tmp_path).stdout) == {}
+    assert server.proc.poll() is None
