@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.errors import EngineError
 from engine.types import format_sid, parse_sid
@@ -18,8 +20,16 @@ from mtp_responder.core.codes import ResponseCode
 
 from .chain import CHAIN_FILE, Chain, ChainEntry, unique_path
 from .device import BackupDevice, RemoteObject, open_device, response_name
+from .encrypted import AGE_SUFFIX
 from .errors import EXIT_USAGE, ToolError
+from .space import require_space
 from .verify import ArchiveSummary
+
+if TYPE_CHECKING:
+    from engine.agefile import X25519Identity
+
+ARCHIVE_SUFFIXES = (".mbak", ".mbak" + AGE_SUFFIX)
+"""What the device serves: ``.mbak``, or ``.mbak.age`` when it encrypts its backups."""
 
 
 def take_backup(
@@ -29,8 +39,13 @@ def take_backup(
     owners: list[str],
     selector: str | None,
     timeout_s: float,
+    identities: Sequence[X25519Identity] | None = None,
 ) -> None:
-    """``mtp-backup backup``: everything checked that can be before USB is touched."""
+    """``mtp-backup backup``: everything checked that can be before USB is touched.
+
+    ``identities`` check an encrypted backup (``.mbak.age``) as it arrives;
+    without them it is copied as it is, and said to be unchecked.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     chain = Chain.load(directory)
     if incremental and owners:
@@ -41,12 +56,13 @@ def take_backup(
         raise ToolError(exc.message, EXIT_USAGE) from exc
     previous = chain.latest_snapshot() if incremental else None
     with open_device(selector, timeout_s) as device:
+        fetcher = _Fetcher(device, directory, identities or [])
         if sids:
-            _backup_owners(device, directory, chain, sids)
+            _backup_owners(fetcher, chain, sids)
         elif previous is not None:
-            _backup_incremental(device, directory, chain, previous)
+            _backup_incremental(fetcher, chain, previous)
         else:
-            _backup_full(device, directory, chain)
+            _backup_full(fetcher, chain)
 
 
 def entry_for(summary: ArchiveSummary, path: Path, directory: Path) -> ChainEntry:
@@ -68,7 +84,9 @@ def entry_for(summary: ArchiveSummary, path: Path, directory: Path) -> ChainEntr
     )
 
 
-def pick(listing: dict[str, RemoteObject], suffix: str, exclude: str | None = None) -> RemoteObject:
+def pick(
+    listing: dict[str, RemoteObject], suffix: str | tuple[str, ...], exclude: str | None = None
+) -> RemoteObject:
     """The object the device produced (read-only), not something a host dropped."""
     found = [
         o
@@ -77,47 +95,70 @@ def pick(listing: dict[str, RemoteObject], suffix: str, exclude: str | None = No
     ]
     if len(found) != 1:
         names = ", ".join(sorted(listing)) or "nothing"
-        raise ToolError(f"expected one {suffix} from the device, the folder holds: {names}")
+        wanted = suffix if isinstance(suffix, str) else " or ".join(suffix)
+        raise ToolError(f"expected one {wanted} from the device, the folder holds: {names}")
     return found[0]
 
 
+class _Fetcher:
+    """Copies archives out of one device into one directory, space checked first."""
+
+    def __init__(
+        self, device: BackupDevice, directory: Path, identities: Sequence[X25519Identity]
+    ) -> None:
+        self.device = device
+        self.directory = directory
+        self.identities = identities
+
+    def make_room(self, objects: Sequence[RemoteObject]) -> None:
+        """Space before time: every byte of the backup must fit before the first is copied."""
+        names = ", ".join(o.name for o in objects)
+        require_space(self.directory, sum(o.size for o in objects), names)
+
+    def fetch(self, obj: RemoteObject, dest: Path) -> ArchiveSummary:
+        summary = self.device.fetch(obj, dest, self.identities)
+        if not summary.checked:
+            for line in summary.describe()[1:]:
+                print(line)
+        return summary
+
+
 def _fetch_pair(
-    device: BackupDevice,
-    directory: Path,
-    chain: Chain,
-    archive: RemoteObject,
-    snapshot: RemoteObject,
+    fetcher: _Fetcher, chain: Chain, archive: RemoteObject, snapshot: RemoteObject
 ) -> ChainEntry:
+    directory = fetcher.directory
+    fetcher.make_room([archive, snapshot])
     mbak_path = unique_path(directory, archive.name)
     snap_path = unique_path(directory, snapshot.name)
-    summary = device.fetch(archive, mbak_path)
-    snap_summary = device.fetch(snapshot, snap_path)
-    if snap_summary.backup_id != summary.backup_id:
+    summary = fetcher.fetch(archive, mbak_path)
+    snap_summary = fetcher.fetch(snapshot, snap_path)
+    if not summary.checked:
+        # The snapshot stays plain: it names the backup, its base and its owners.
+        summary.manifest = {**snap_summary.manifest, "kind": "full"}
+    elif snap_summary.backup_id != summary.backup_id:
         raise ToolError(f"{snapshot.name} does not belong to {archive.name}")
     entry = entry_for(summary, mbak_path, directory)
     entry.snapshot = str(snap_path.relative_to(directory))
-    for line in summary.describe()[1:]:
-        print(line)
+    if summary.checked:
+        for line in summary.describe()[1:]:
+            print(line)
     chain.device = str(summary.manifest.get("device", chain.device))
     chain.add(entry)
     chain.save(directory)
     return entry
 
 
-def _backup_full(device: BackupDevice, directory: Path, chain: Chain) -> None:
+def _backup_full(fetcher: _Fetcher, chain: Chain) -> None:
     print("preparing a full backup (listing Backup/)...", flush=True)
-    listing = device.folder("Backup")
-    entry = _fetch_pair(
-        device, directory, chain, pick(listing, ".mbak"), pick(listing, ".snapshot")
-    )
+    listing = fetcher.device.folder("Backup")
+    entry = _fetch_pair(fetcher, chain, pick(listing, ARCHIVE_SUFFIXES), pick(listing, ".snapshot"))
     print(f"base backup {entry.archive} saved; chain of {len(chain.current)} in {CHAIN_FILE}")
 
 
-def _backup_incremental(
-    device: BackupDevice, directory: Path, chain: Chain, previous: ChainEntry
-) -> None:
+def _backup_incremental(fetcher: _Fetcher, chain: Chain, previous: ChainEntry) -> None:
     assert previous.snapshot is not None
-    snap = directory / previous.snapshot
+    device = fetcher.device
+    snap = fetcher.directory / previous.snapshot
     # A name of our own: a snapshot left in Incremental/ by an earlier run must
     # not clash with (or be mistaken for) this one.
     sent_name = f"previous-{previous.backup_id[:12]}-{int(time.time())}.snapshot"
@@ -128,10 +169,9 @@ def _backup_incremental(
     try:
         listing = device.folder("Incremental")
         _fetch_pair(
-            device,
-            directory,
+            fetcher,
             chain,
-            pick(listing, ".mbak", sent_name),
+            pick(listing, ARCHIVE_SUFFIXES, sent_name),
             pick(listing, ".snapshot", sent_name),
         )
     finally:
@@ -141,21 +181,31 @@ def _backup_incremental(
     print(f"increment saved; chain of {len(chain.current)} in {CHAIN_FILE}")
 
 
-def _backup_owners(device: BackupDevice, directory: Path, chain: Chain, sids: list[int]) -> None:
+def _backup_owners(fetcher: _Fetcher, chain: Chain, sids: list[int]) -> None:
     print("preparing a backup (listing Backup/)...", flush=True)
-    device.folder("Backup")
-    listing = device.folder("Backup/owners")
-    target = directory / "owners"
+    fetcher.device.folder("Backup")
+    listing = fetcher.device.folder("Backup/owners")
+    target = fetcher.directory / "owners"
     target.mkdir(exist_ok=True)
+    wanted: list[tuple[int, RemoteObject]] = []
     for sid in sids:
-        suffix = f"-{format_sid(sid)}.mbak"
-        found = [o for o in listing.values() if o.name.upper().endswith(suffix.upper())]
+        suffixes = tuple(f"-{format_sid(sid)}{s}".upper() for s in ARCHIVE_SUFFIXES)
+        found = [o for o in listing.values() if o.name.upper().endswith(suffixes)]
         if not found:
             raise ToolError(
                 f"no data owner {format_sid(sid)} on the device "
                 f"(Backup/owners/ holds: {', '.join(sorted(listing)) or 'nothing'})"
             )
-        path = unique_path(target, found[0].name)
-        summary = device.fetch(found[0], path)
-        chain.add(entry_for(summary, path, directory))
-        chain.save(directory)
+        wanted.append((sid, found[0]))
+    fetcher.make_room([obj for _, obj in wanted])
+    for sid, obj in wanted:
+        path = unique_path(target, obj.name)
+        summary = fetcher.fetch(obj, path)
+        if not summary.checked:
+            summary.manifest = {
+                "kind": "owner",
+                "mode": "base",
+                "owners": [{"sid": format_sid(sid)}],
+            }
+        chain.add(entry_for(summary, path, fetcher.directory))
+        chain.save(fetcher.directory)

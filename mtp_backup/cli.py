@@ -4,8 +4,12 @@ It speaks plain MTP to the storage whose description is "Backup & Restore",
 doing exactly what a person would do in a file manager: copy ``Backup/*.mbak``
 out, drop a ``.snapshot`` into ``Incremental/`` and copy the increment out,
 drop a ``.mbak`` into ``Restore/`` and read ``Restore/status.txt``.  An
-age-encrypted backup (``x.mbak.age``) is verified and restored with
-``--identity KEYFILE``, decrypted as it is read.  So it
+age-encrypted backup (``x.mbak.age``, what a device configured with
+recipients serves) is copied as it is, checked as it arrives with
+``--identity KEYFILE`` (without a key it is copied unchecked, and said so),
+and verified and restored with ``--identity KEYFILE``, decrypted as it is
+read.  Before the first byte of a backup the PC's free space in DIR is
+checked against the archives' exact sizes.  So it
 works against any device running this responder, and a backup it takes is the
 same file a user could have dragged out by hand.
 
@@ -14,10 +18,12 @@ module: :mod:`~mtp_backup.backup`, :mod:`~mtp_backup.restore`,
 :mod:`~mtp_backup.verify` (archives checked offline and as they arrive),
 :mod:`~mtp_backup.encrypted` (``.mbak.age``: keys and decryption),
 :mod:`~mtp_backup.chain` (``chain.json``, the order a directory's backups
-restore in), :mod:`~mtp_backup.device` (the MTP session) and
+restore in), :mod:`~mtp_backup.device` (the MTP session),
+:mod:`~mtp_backup.space` (free space in DIR before a backup) and
 :mod:`~mtp_backup.progress`.
 
-Exit codes: 0 done; 1 device or transfer error; 2 usage (also an encrypted
+Exit codes: 0 done; 1 device or transfer error (also not enough free space
+in DIR for the backup); 2 usage (also an encrypted
 backup without ``--identity``, or with keys none of which opens it); 3 the
 device refused the restore (the reason from ``Restore/status.txt`` is
 printed); 4 an archive failed verification (for a ``.mbak.age`` also a
@@ -50,6 +56,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         owners=args.owner or [],
         selector=args.device,
         timeout_s=args.timeout,
+        identities=load_identities(args.identity or []),
     )
     return EXIT_OK
 
@@ -105,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     backup_cmd.add_argument(
         "--owner", nargs="+", metavar="SID", help="only these data owners (hex SIDs)"
     )
+    add_identity_option(backup_cmd)
     restore_cmd = sub.add_parser(
         "restore",
         help="restore a .mbak (or an encrypted .mbak.age), or every backup of DIR's chain in order",

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtp_responder.core.codes import (
     ROOT,
@@ -25,9 +25,13 @@ from mtp_responder.core.codes import (
     ResponseCode,
 )
 
-from .errors import EXIT_FAILED, EXIT_OK, ToolError
+from .encrypted import AGE_SUFFIX, DecryptingFeed, HeaderSize
+from .errors import EXIT_CORRUPT, EXIT_FAILED, EXIT_OK, ToolError
 from .progress import Progress
 from .verify import ArchiveChecker, ArchiveSummary
+
+if TYPE_CHECKING:
+    from engine.agefile import X25519Identity
 
 STORAGE_DESCRIPTION = "Backup & Restore"
 SIZE_IN_OBJECT_PROP = 0xFFFFFFFF
@@ -82,24 +86,47 @@ class BackupDevice:
         )
         return int.from_bytes((payload or b"")[:8], "little")
 
-    def fetch(self, obj: RemoteObject, dest: Path) -> ArchiveSummary:
+    def fetch(
+        self,
+        obj: RemoteObject,
+        dest: Path,
+        identities: Sequence[X25519Identity] | None = None,
+    ) -> ArchiveSummary:
         """GetObject into ``dest`` (via a ``.part`` file), verified on the way in.
 
         Checking while the bytes arrive costs no second read of the file, and
         a copy that would not restore never takes the archive's real name.
+        An encrypted archive (``.mbak.age``) is stored as it came and checked
+        decrypted with ``identities``; without them only its age header is
+        read, and the summary says it was not checked.
         """
         part = dest.with_name(dest.name + ".part")
         checker = ArchiveChecker(dest)
+        encrypted = obj.name.endswith(AGE_SUFFIX)
+        decrypting = sizer = None
+        feed: Callable[[bytes], None] = checker.feed
+        if encrypted and identities:
+            decrypting = DecryptingFeed(obj.name, identities, checker.feed)
+            feed = decrypting.feed
+        elif encrypted:
+            sizer = HeaderSize()
+            feed = sizer.feed
         with Progress(f"get {obj.name}", obj.size) as progress:
             try:
                 with open(part, "wb") as f:
-                    sink = _TeeSink(f, checker)
+                    sink = _TeeSink(f, feed)
                     self.mtp.get_object_to(obj.handle, sink, progress.update)
                 if sink.size != obj.size:
                     raise ToolError(
                         f"{obj.name}: got {sink.size} bytes, the device announced {obj.size}"
                     )
-                summary = checker.finish()
+                if decrypting is not None:
+                    decrypting.finish()
+                if sizer is not None:
+                    summary = _unchecked(dest, obj.name, sizer)
+                else:
+                    summary = checker.finish()
+                    summary.encrypted = encrypted
             except BaseException:
                 part.unlink(missing_ok=True)
                 raise
@@ -153,17 +180,34 @@ class _Buffer:
 class _TeeSink:
     """A file-like sink that also feeds the verifier and counts bytes."""
 
-    def __init__(self, f: Any, checker: ArchiveChecker | None) -> None:
+    def __init__(self, f: Any, feed: Callable[[bytes], None]) -> None:
         self.f = f
-        self.checker = checker
+        self.feed = feed
         self.size = 0
 
-    def write(self, data: bytes | memoryview) -> int:
+    def write(self, data: bytes) -> int:
         self.f.write(data)
         self.size += len(data)
-        if self.checker is not None:
-            self.checker.feed(data)
+        self.feed(data)
         return len(data)
+
+
+def _unchecked(dest: Path, name: str, sizer: HeaderSize) -> ArchiveSummary:
+    """The summary of an encrypted copy taken without a key: its size, nothing checked."""
+    size = sizer.plain_size()
+    if size is None:
+        detail = sizer.error or "its size does not fit its age header"
+        raise ToolError(f"{name}: NOT a valid encrypted backup: {detail}", EXIT_CORRUPT)
+    return ArchiveSummary(
+        path=dest,
+        size=size,
+        manifest={},
+        streams=0,
+        members=0,
+        sha256="",
+        encrypted=True,
+        checked=False,
+    )
 
 
 def response_name(code: int) -> str:

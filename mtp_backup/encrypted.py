@@ -151,15 +151,105 @@ class DecryptedFile:
         A key that opens no stanza is the user's mistake (usage); anything
         else means the file is not what it should be (corrupt).
         """
-        from engine.agefile import AgeError, NoMatchingIdentity
+        from engine.agefile import AgeError
 
         try:
             return call()
         except AgeError as exc:
-            if isinstance(exc, NoMatchingIdentity):
-                raise ToolError(
-                    f"{self.path.name}: {exc.message} (wrong key?)", EXIT_USAGE
-                ) from None
-            raise ToolError(
-                f"{self.path.name}: NOT a valid backup: {exc.message}", EXIT_CORRUPT
-            ) from None
+            raise age_error(self.path.name, exc) from None
+
+
+def age_error(name: str, exc: Exception) -> ToolError:
+    """An age refusal as the tool's error: a key that opens nothing is usage, else corrupt."""
+    from engine.agefile import AgeError, NoMatchingIdentity
+
+    message = exc.message if isinstance(exc, AgeError) else str(exc)
+    if isinstance(exc, NoMatchingIdentity):
+        return ToolError(f"{name}: {message} (wrong key?)", EXIT_USAGE)
+    return ToolError(f"{name}: NOT a valid backup: {message}", EXIT_CORRUPT)
+
+
+class DecryptingFeed:
+    """Ciphertext fed as it arrives from the device, plaintext passed to ``sink``.
+
+    A refusal is kept, not raised, so the transfer it arrived in finishes
+    cleanly; :meth:`finish` raises it.  Every byte passed on has been
+    authenticated.
+    """
+
+    def __init__(
+        self, name: str, identities: Sequence[X25519Identity], sink: Callable[[bytes], None]
+    ) -> None:
+        from engine.agefile import Decryptor
+
+        self.name = name
+        self._decryptor = Decryptor(identities)
+        self._sink = sink
+        self.error: ToolError | None = None
+
+    def feed(self, data: bytes | memoryview) -> None:
+        from engine.agefile import AgeError
+
+        if self.error is not None:
+            return
+        try:
+            pieces = self._decryptor.feed(data)
+        except AgeError as exc:
+            self.error = age_error(self.name, exc)
+            return
+        for piece in pieces:
+            self._sink(piece)
+
+    def finish(self) -> None:
+        from engine.agefile import AgeError
+
+        if self.error is None:
+            try:
+                pieces = self._decryptor.finish()
+            except AgeError as exc:
+                self.error = age_error(self.name, exc)
+            else:
+                for piece in pieces:
+                    self._sink(piece)
+        if self.error is not None:
+            raise self.error
+
+
+class HeaderSize:
+    """The plaintext size of an age file whose bytes are fed, from its header alone.
+
+    For a ``.mbak.age`` copied without a key: nothing can be checked, but the
+    archive's size is known once the header has passed.
+    """
+
+    def __init__(self) -> None:
+        self._head = bytearray()
+        self.header_len: int | None = None
+        self.file_size = 0
+        self.error: str | None = None
+
+    def feed(self, data: bytes | memoryview) -> None:
+        from engine.agefile import AgeError, parse_header
+
+        self.file_size += len(data)
+        if self.header_len is not None or self.error is not None:
+            return
+        self._head += data
+        try:
+            header = parse_header(self._head, final=False)
+        except AgeError as exc:
+            self.error = exc.message
+            return
+        if header is not None:
+            self.header_len = header.length
+            self._head = bytearray()
+
+    def plain_size(self) -> int | None:
+        from engine.agefile import AgeError, plaintext_size
+
+        if self.header_len is None:
+            return None
+        try:
+            return plaintext_size(self.file_size, self.header_len)
+        except AgeError:
+            return None

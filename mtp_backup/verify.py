@@ -43,6 +43,9 @@ class ArchiveSummary:
     changed: list[int] = field(default_factory=list)
     encrypted: bool = False
     """``path`` is age-encrypted; ``size`` and ``sha256`` are the archive's, decrypted."""
+    checked: bool = True
+    """``False``: an encrypted copy taken without a key; nothing but its age header was
+    read, so ``manifest`` is empty and ``sha256`` unknown (``""``)."""
 
     @property
     def backup_id(self) -> str:
@@ -54,6 +57,13 @@ class ArchiveSummary:
         return str(value) if value else None
 
     def describe(self) -> list[str]:
+        if not self.checked:
+            return [
+                f"{self.path.name}: copied, NOT checked ({self.size} bytes once decrypted)",
+                "  note: it is encrypted and no --identity was given, so its SHA-256 "
+                "digests were not checked; check it with: mtp-backup verify --identity "
+                f"KEYFILE {self.path.name}",
+            ]
         m = self.manifest
         lines = [
             f"{self.path.name}: OK ({self.size} bytes"
