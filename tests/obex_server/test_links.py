@@ -217,3 +217,38 @@ def test_a_spool_that_cannot_be_written_is_an_internal_error_not_a_crash(
     assert "failed: x.snapshot" in result.stderr
     assert listing(obexftp(server, "-c", "Incremental", "-l", cwd=tmp_path).stdout) == {}
     assert server.proc.poll() is None
+
+
+def test_an_abort_in_the_middle_of_a_restore_changes_nothing(
+    server: ObexServer, tmp_path: Path
+) -> None:
+    mbak, _ = get_backup(server, tmp_path / "pc")
+    change_the_owner(server)
+    before = server.owner_state()
+    data = mbak.read_bytes()
+    client = WireClient(server.port)
+    client.connect()
+    assert client.cd("Restore") == ResponseCode.SUCCESS
+    headers = [Header(HeaderId.NAME, "r.mbak"), Header(HeaderId.LENGTH, len(data))]
+    assert client.request(Opcode.PUT, headers).code == ResponseCode.CONTINUE
+    room = client.conn.body_room()
+    for offset in range(0, len(data) // 2, room):
+        body = [Header(HeaderId.BODY, data[offset : offset + room])]
+        assert client.request(Opcode.PUT, body, quote_id=False).code == ResponseCode.CONTINUE
+    assert client.request(Opcode.ABORT).code == ResponseCode.SUCCESS
+    assert server.owner_state() == before
+    # The session goes on: the status says what happened, and names are checked.
+    folder = client.request(Opcode.GET_FINAL, [Header(HeaderId.NAME, "..")])
+    assert folder.code == ResponseCode.BAD_REQUEST
+    status = client.request(Opcode.GET_FINAL, [Header(HeaderId.NAME, "status.txt")])
+    assert status.code == ResponseCode.SUCCESS
+    [body] = [h.value for h in status.headers if h.id == HeaderId.END_OF_BODY]
+    assert isinstance(body, bytes) and b"r.mbak: REFUSED" in body
+    assert client.request(Opcode.DISCONNECT).code == ResponseCode.SUCCESS
+    client.close()
+    server.wait_normal()
+    assert server.owner_state() == before
+
+
+def test_a_folder_cannot_be_got_as_a_file(server: ObexServer, tmp_path: Path) -> None:
+    obexftp(server, "-g", "Backup", cwd=tmp_path, expect=exit_code(ResponseCode.FORBIDDEN))
