@@ -233,7 +233,9 @@ async def test_an_encrypted_backup_of_unknown_size_in_big_pieces_restores(kit: K
     assert kit.owner_state() == backed_up
 
 
-async def assert_refused(kit: Kit, name: str, reason: str, before: dict[str, tuple[object, ...]]) -> None:
+async def assert_refused(
+    kit: Kit, name: str, reason: str, before: dict[str, tuple[object, ...]]
+) -> None:
     assert kit.owner_state() == before, "nothing changed"
     status = (await read_all(kit, STATUS)).decode()
     assert f"{name}: REFUSED" in status and reason in status, status
