@@ -14,7 +14,8 @@ import ctypes
 import errno
 import os
 import stat as stat_mod
-from dataclasses import dataclass
+import threading
+from typing import NamedTuple
 
 _AT_FDCWD = -100
 _AT_SYMLINK_NOFOLLOW = 0x100
@@ -102,9 +103,12 @@ if _renameat2 is not None:
     _renameat2.restype = ctypes.c_int
 
 
-@dataclass(frozen=True, slots=True)
-class FileStat:
-    """The fields of a stat the provider uses, birth time included."""
+class FileStat(NamedTuple):
+    """The fields of a stat the provider uses, birth time included.
+
+    A named tuple rather than a frozen dataclass: one is made for every
+    object a host asks about, and a tuple is built in one step.
+    """
 
     mode: int
     ino: int
@@ -138,11 +142,17 @@ def _from_os(st: os.stat_result) -> FileStat:
     )
 
 
+_buffers = threading.local()
+"""One statx buffer per thread (listing runs in worker threads, lookups on the loop)."""
+
+
 def stat_path(path: str, follow: bool = False) -> FileStat:
     """Stat ``path`` with its birth time; raises OSError like ``os.stat``."""
     if _statx is None:
         return _from_os(os.stat(path, follow_symlinks=follow))
-    buf = _Statx()
+    buf = getattr(_buffers, "statx", None)
+    if buf is None:
+        buf = _buffers.statx = _Statx()
     flags = 0 if follow else _AT_SYMLINK_NOFOLLOW
     if _statx(_AT_FDCWD, os.fsencode(path), flags, _STATX_BASIC_AND_BTIME, ctypes.byref(buf)):
         err = ctypes.get_errno()
@@ -152,14 +162,16 @@ def stat_path(path: str, follow: bool = False) -> FileStat:
     btime = 0
     if buf.stx_mask & _STATX_BTIME:
         btime = buf.stx_btime.tv_sec * 1_000_000_000 + buf.stx_btime.tv_nsec
+    mtime = buf.stx_mtime
+    atime = buf.stx_atime
     return FileStat(
-        mode=buf.stx_mode,
-        ino=buf.stx_ino,
-        dev=os.makedev(buf.stx_dev_major, buf.stx_dev_minor),
-        size=buf.stx_size,
-        mtime_ns=buf.stx_mtime.tv_sec * 1_000_000_000 + buf.stx_mtime.tv_nsec,
-        atime_ns=buf.stx_atime.tv_sec * 1_000_000_000 + buf.stx_atime.tv_nsec,
-        btime_ns=btime,
+        buf.stx_mode,
+        buf.stx_ino,
+        os.makedev(buf.stx_dev_major, buf.stx_dev_minor),
+        buf.stx_size,
+        mtime.tv_sec * 1_000_000_000 + mtime.tv_nsec,
+        atime.tv_sec * 1_000_000_000 + atime.tv_nsec,
+        btime,
     )
 
 
