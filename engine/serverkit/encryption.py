@@ -65,12 +65,36 @@ def parse_recipients(lines: Iterable[str], source: str) -> list[X25519Recipient]
     return recipients
 
 
+KEY_FILE_LIMIT = 1 << 20
+"""More than any key file holds; a bigger "key file" is not one."""
+
+
+def _read_key_file(path: Path) -> tuple[str, os.stat_result]:
+    """The text of a regular file, and its status; a FIFO or device is refused, not read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise KeyFileError(f"cannot read {path}: {_why(exc)}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise KeyFileError(f"{path} is not a regular file")
+        data = os.read(fd, KEY_FILE_LIMIT + 1)
+    except OSError as exc:
+        raise KeyFileError(f"cannot read {path}: {_why(exc)}") from None
+    finally:
+        os.close(fd)
+    if len(data) > KEY_FILE_LIMIT:
+        raise KeyFileError(f"{path} is too big for a key file")
+    try:
+        return data.decode("utf-8"), info
+    except UnicodeDecodeError as exc:
+        raise KeyFileError(f"cannot read {path}: {_why(exc)}") from None
+
+
 def read_recipients_file(path: str | Path) -> list[X25519Recipient]:
     """The recipients of a file with one ``age1...`` per line (what ``age -R`` reads)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KeyFileError(f"cannot read {path}: {_why(exc)}") from None
+    text, _info = _read_key_file(Path(path))
     recipients = parse_recipients(text.splitlines(), str(path))
     if not recipients:
         raise KeyFileError(f"{path} holds no age1... recipient")
@@ -84,14 +108,7 @@ def read_identity_file(path: str | Path) -> list[X25519Identity]:
     rather than used, with the reason, so the mistake is fixed at set-up.
     """
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            info = os.fstat(f.fileno())
-            data = f.read(1 << 20)
-    except OSError as exc:
-        raise KeyFileError(f"cannot read {path}: {_why(exc)}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise KeyFileError(f"{path} is not a regular file")
+    text, info = _read_key_file(path)
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o077:
         raise KeyFileError(
@@ -101,9 +118,7 @@ def read_identity_file(path: str | Path) -> list[X25519Identity]:
     if info.st_uid not in (0, os.geteuid()):
         raise KeyFileError(f"{path} belongs to user {info.st_uid}, not to root")
     try:
-        return parse_identities(data.decode("utf-8"), str(path))
-    except UnicodeDecodeError:
-        raise KeyFileError(f"{path} is not an age key file (not text)") from None
+        return parse_identities(text, str(path))
     except AgeError as exc:
         raise KeyFileError(exc.message) from None
 

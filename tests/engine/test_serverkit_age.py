@@ -388,3 +388,12 @@ def test_a_recipients_file_takes_one_per_line_and_names_a_bad_one(
     path.write_text("# nothing\n")
     with pytest.raises(KeyFileError, match="no age1"):
         read_recipients_file(path)
+
+
+def test_a_fifo_or_a_folder_as_key_file_is_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    for path in (fifo, tmp_path):
+        for read in (read_identity_file, read_recipients_file):
+            with pytest.raises(KeyFileError, match=str(path)):
+                read(path)
