@@ -88,23 +88,38 @@ def describe(config: ObexConfig) -> str:
     return "\n".join(lines)
 
 
-async def serve(config: ObexConfig) -> None:
-    """Run the server on every transport the configuration names, until cancelled."""
+async def serve(config: ObexConfig) -> int:
+    """Run the server on every transport the configuration names until a signal; the exit code.
+
+    A transport that cannot start (the port is taken, the tty missing) stops
+    everything with exit code 1 and an error naming its key.
+    """
     server = ObexBackupServer(config)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
         await nursery.start(server.run)
-        if config.listen is not None:
-            await nursery.start(serve_tcp, config.listen, server.serve_stream)
-        if config.tty is not None:
-            # Imported only when asked for: TCP alone needs no USB part.
-            try:
-                usb = importlib.import_module("obex_backup_server.usb")
-            except ImportError as exc:
-                log.error("obex.tty: USB is not available in this installation: %s", exc)
-            else:
-                await nursery.start(usb.serve_tty, config.tty, server.serve_stream)
-                log.info("serving USB on %s", config.tty)
+        key = "obex.listen"
+        try:
+            if config.listen is not None:
+                await nursery.start(serve_tcp, config.listen, server.serve_stream)
+            if config.tty is not None:
+                key = "obex.tty"
+                await _serve_usb(nursery, config.tty, server)
+        except OSError as exc:
+            log.error("%s: cannot serve: %s", key, exc)
+            nursery.cancel_scope.cancel()
+            return 1
+    return 0
+
+
+async def _serve_usb(nursery: trio.Nursery, tty: str, server: ObexBackupServer) -> None:
+    # Imported only when asked for: TCP alone needs no USB part.
+    try:
+        usb = importlib.import_module("obex_backup_server.usb")
+    except ImportError as exc:
+        raise OSError(f"USB is not available in this installation: {exc}") from exc
+    await nursery.start(usb.serve_tty, tty, server.serve_stream)
+    log.info("serving USB on %s", tty)
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:
@@ -131,14 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         print(describe(config))
         return 0
-    try:
-        trio.run(serve, config)
-    except KeyboardInterrupt:
-        return 0
-    except OSError as exc:
-        log.error("cannot serve: %s", exc)
-        return 1
-    return 0
+    return trio.run(serve, config)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 import trio
@@ -37,11 +36,8 @@ async def serve_tcp(
             pass
         await serve(stream)
 
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
-            partial(trio.serve_tcp, handle, address.port, host=address.host)
-        )
-        bound = listeners[0].socket.getsockname()
-        actual = Address(address.host, int(bound[1]))
-        log.info("listening on tcp %s", actual)
-        task_status.started(actual)
+    listeners = await trio.open_tcp_listeners(address.port, host=address.host)
+    actual = Address(address.host, int(listeners[0].socket.getsockname()[1]))
+    log.info("listening on tcp %s", actual)
+    task_status.started(actual)
+    await trio.serve_listeners(handle, listeners)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import tomllib
@@ -97,3 +98,18 @@ def test_check_config_names_the_bad_key_and_exits_2(tmp_path: Path) -> None:
     assert "engine.idle_timeout" in result.stderr
     missing = run_cli("--config", str(tmp_path / "none.toml"), "--check-config")
     assert missing.returncode == 2 and "none.toml" in missing.stderr
+
+
+def test_a_transport_that_cannot_start_is_an_error_naming_its_key(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("--config", "/dev/null", "--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert "obex.listen: cannot serve" in result.stderr and "Traceback" not in result.stderr
+    path = tmp_path / "c.toml"
+    path.write_text(f'[obex]\nlisten = "127.0.0.1:0"\ntty = "{tmp_path / "no-tty"}"\n')
+    result = run_cli("--config", str(path))
+    assert result.returncode == 1
+    assert "obex.tty: cannot serve" in result.stderr and "Traceback" not in result.stderr
