@@ -221,6 +221,17 @@ async def test_owner_backups_are_fetched_encrypted(tool: Tool, key: Path, tmp_pa
     assert decrypt(key, path)[257:262] == b"ustar"
 
 
+async def test_owner_backups_without_a_key_are_recorded_unchecked(
+    tool: Tool, key: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "backups"
+    sid = f"{0x10203040:08X}"
+    assert await tool.run("backup", str(out), "--owner", sid) == EXIT_OK
+    [entry] = json.loads((out / "chain.json").read_text())["owners"]
+    assert (entry["kind"], entry["sid"], entry["sha256"]) == ("owner", sid, "")
+    assert entry["size"] == len(decrypt(key, out / entry["archive"]))
+
+
 def test_a_damaged_chunk_in_transit_is_a_corrupt_backup(key: Path, tmp_path: Path) -> None:
     from engine.agefile import EncryptedView, parse_identities
 
