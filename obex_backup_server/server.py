@@ -79,6 +79,8 @@ from .tree import CurrentFolder, check_name
 log = logging.getLogger("obex_backup_server")
 
 RECEIVE_SIZE = 1 << 16
+REFUSAL_WAIT = 10.0
+"""How long a refused client has to send its first request (to be told why)."""
 SHOWN_NAMES = 256
 """How many listed archive names stay valid for later sessions."""
 MAX_LENGTH_HEADER = 0xFFFFFFFF
@@ -154,11 +156,7 @@ class ObexBackupServer:
         self._connections += 1
         name = f"connection {self._connections}"
         try:
-            acquired = False
-            with trio.move_on_after(self.config.busy_wait):
-                await self._lock.acquire()
-                acquired = True
-            if not acquired:
+            if not await self._acquire():
                 await self._refuse_busy(stream, name)
                 return
             try:
@@ -169,12 +167,24 @@ class ObexBackupServer:
             with trio.CancelScope(shield=True):
                 await _close(stream)
 
+    async def _acquire(self) -> bool:
+        """Take the one client's place, waiting up to ``busy_wait`` seconds for it."""
+        try:
+            self._lock.acquire_nowait()
+            return True
+        except trio.WouldBlock:
+            pass
+        with trio.move_on_after(self.config.busy_wait):
+            await self._lock.acquire()
+            return True
+        return False
+
     async def _refuse_busy(self, stream: trio.abc.Stream, name: str) -> None:
         """Answer the first request Service Unavailable: another client is being served."""
         log.info("%s: refused, another client is being served", name)
         core = ServerConnection(max_packet_length=self.config.max_packet_length)
         try:
-            with trio.move_on_after(self.config.busy_wait):
+            with trio.move_on_after(REFUSAL_WAIT):
                 while True:
                     event = core.next_event()
                     if event is NEED_DATA:

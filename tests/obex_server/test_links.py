@@ -242,8 +242,8 @@ def test_an_abort_in_the_middle_of_a_restore_changes_nothing(
     assert folder.code == ResponseCode.BAD_REQUEST
     status = client.request(Opcode.GET_FINAL, [Header(HeaderId.NAME, "status.txt")])
     assert status.code == ResponseCode.SUCCESS
-    [body] = [h.value for h in status.headers if h.id == HeaderId.END_OF_BODY]
-    assert isinstance(body, bytes) and b"r.mbak: REFUSED" in body
+    [text] = [h.value for h in status.headers if h.id == HeaderId.END_OF_BODY]
+    assert isinstance(text, bytes) and b"r.mbak: REFUSED" in text
     assert client.request(Opcode.DISCONNECT).code == ResponseCode.SUCCESS
     client.close()
     server.wait_normal()
