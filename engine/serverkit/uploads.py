@@ -22,7 +22,7 @@ from engine.client import EngineClient
 from engine.errors import EngineError
 from engine.types import RestoreResult
 
-from .encryption import NoIdentity, RestoreDecoder, refusal
+from .encryption import AGE_MAGIC, NoIdentity, RestoreDecoder, refusal
 from .errors import ErrorKind, ServerError, kind_of
 from .session import LINK_ERRORS
 from .tree import INCREMENTAL, RESTORE, Entry, Received
@@ -86,8 +86,12 @@ class SnapshotUpload(Upload):
         self.path = server.spool / f"snapshot-{os.getpid()}-{time.monotonic_ns()}"
         self._f = open(self.path, "wb")
         self._size = 0
+        self._head = b""
+        """The first bytes, to tell an encrypted archive sent by mistake."""
 
     async def write(self, data: bytes | memoryview) -> None:
+        if len(self._head) < len(AGE_MAGIC):
+            self._head += bytes(data[: len(AGE_MAGIC) - len(self._head)])
         await trio.to_thread.run_sync(self._f.write, data)
         self._size += len(data)
 
@@ -98,6 +102,13 @@ class SnapshotUpload(Upload):
             # announced empty create (no increment is taken from nothing).
             self.path.unlink(missing_ok=True)
             return await PlaceholderUpload(self.server, INCREMENTAL, self.name).commit()
+        if self._head.startswith(AGE_MAGIC):
+            self.path.unlink(missing_ok=True)
+            raise ServerError(
+                ErrorKind.BAD_DATA,
+                f"{self.name} is an encrypted archive; an increment is taken against "
+                "the backup's .snapshot, which stays plain: send that instead",
+            )
         snapshots = self.server.received[INCREMENTAL]
         received = Received(INCREMENTAL, self.name, self._size, time.time(), self.path)
         snapshots[self.name] = received

@@ -211,6 +211,17 @@ async def test_the_snapshot_stays_plain_and_the_increment_is_encrypted(kit: Kit,
     assert b"new.txt" in plain
 
 
+async def test_an_encrypted_archive_sent_for_an_increment_is_refused_naming_the_snapshot(
+    kit: Kit,
+) -> None:
+    served, _ = await take_encrypted_backup(kit)
+    with pytest.raises(ServerError) as caught:
+        await send(kit, f"{INCREMENTAL}/old.mbak.age", served, len(served))
+    assert caught.value.kind is ErrorKind.BAD_DATA and ".snapshot" in caught.value.reason
+    assert await kit.server.list(INCREMENTAL) == []
+    assert not list((kit.server.spool).iterdir()), "nothing of it is kept"
+
+
 # -- restoring ---------------------------------------------------------------------------
 
 
