@@ -84,6 +84,8 @@ def describe(config: ObexConfig) -> str:
         f"idle_timeout = {config.idle_timeout!r}",
         f"spool_dir = {text(config.spool_dir)}",
         f"space_path = {text(config.space_path)}",
+        f"# archives served encrypted to {len(config.recipients)} age recipient(s); "
+        f"{len(config.identities)} identity(ies) to restore encrypted archives",
     ]
     return "\n".join(lines)
 

@@ -16,21 +16,36 @@
     idle_timeout = 300.0           # seconds idle before the engine returns to Normal
     spool_dir = "/var/lib/obex-backup-server/spool"
     space_path = "/"
+    recipients = ["age1..."]       # serve every archive as .mbak.age encrypted to these
+    recipients_file = "/etc/obex-backup-server/recipients.txt"  # more, one age1... a line
+    identity_file = "/etc/obex-backup-server/key.txt"  # opens an encrypted archive to restore
 
 Every key is checked when the file is loaded and a bad one is an error naming
 it (``obex.listen: ...``), so nothing fails later inside a running server.
-Missing keys take the defaults above.
+Missing keys take the defaults above, except the encryption keys: without
+them archives are served and restored plain.  Key files are read at load, so
+a missing, unreadable or world-readable one stops the start naming its key.
 """
 
 from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from engine.agefile import X25519Identity, X25519Recipient
+from engine.serverkit import (
+    KeyFileError,
+    parse_recipients,
+    read_identity_file,
+    read_recipients_file,
+)
 from obex_backup_server.core.codes import MAX_PACKET_LENGTH, MIN_PACKET_LENGTH
+
+T = TypeVar("T")
 
 DEFAULT_PATH = Path("/etc/obex-backup-server.toml")
 DEFAULT_PORT = 650
@@ -86,6 +101,10 @@ class ObexConfig:
     idle_timeout: float = 300.0
     spool_dir: Path = Path("/var/lib/obex-backup-server/spool")
     space_path: str = "/"
+    recipients: list[X25519Recipient] = field(default_factory=list)
+    """``recipients`` and ``recipients_file`` together: archives are served encrypted to them."""
+    identities: list[X25519Identity] = field(default_factory=list, repr=False)
+    """From ``identity_file``: what opens an encrypted archive sent into Restore/."""
 
     @classmethod
     def load(cls, path: Path) -> ObexConfig:
@@ -140,6 +159,21 @@ class ObexConfig:
             config.spool_dir = Path(_string("engine.spool_dir", engine["spool_dir"]))
         if "space_path" in engine:
             config.space_path = _string("engine.space_path", engine["space_path"])
+        if "recipients" in engine:
+            value = engine["recipients"]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError('engine.recipients: expected a list of "age1..." strings')
+            if not value:
+                raise ConfigError(
+                    "engine.recipients: an empty list encrypts to nobody; leave it out"
+                )
+            config.recipients += _keys("engine.recipients", parse_recipients, value, "recipient")
+        if "recipients_file" in engine:
+            path = _string("engine.recipients_file", engine["recipients_file"])
+            config.recipients += _keys("engine.recipients_file", read_recipients_file, path)
+        if "identity_file" in engine:
+            path = _string("engine.identity_file", engine["identity_file"])
+            config.identities = _keys("engine.identity_file", read_identity_file, path)
         if config.listen is None and config.tty is None:
             raise ConfigError("obex.listen: empty and obex.tty unset: nothing to serve")
         return config
@@ -148,7 +182,25 @@ class ObexConfig:
 _OBEX_KEYS = frozenset(
     {"listen", "tty", "busy_wait", "link_timeout", "max_packet_length", "manufacturer", "model"}
 )
-_ENGINE_KEYS = frozenset({"socket", "idle_timeout", "spool_dir", "space_path"})
+_ENGINE_KEYS = frozenset(
+    {
+        "socket",
+        "idle_timeout",
+        "spool_dir",
+        "space_path",
+        "recipients",
+        "recipients_file",
+        "identity_file",
+    }
+)
+
+
+def _keys(key: str, load: Callable[..., T], *args: Any) -> T:
+    """``load(*args)``; a key that cannot be used is a ConfigError naming ``key``."""
+    try:
+        return load(*args)
+    except KeyFileError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
 
 
 def _section(data: dict[str, Any], name: str, keys: frozenset[str]) -> dict[str, Any]:

@@ -111,6 +111,8 @@ class ObexBackupServer:
                 socket=config.socket,
                 idle_timeout=config.idle_timeout,
                 space_path=config.space_path,
+                recipients=config.recipients,
+                identities=config.identities,
             ),
             _Quiet(),
         )

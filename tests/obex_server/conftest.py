@@ -92,8 +92,8 @@ def engine(tmp_path: Path) -> Iterator[EngineProcess]:
     stop_engine(proc)
 
 
-def launch(tmp_path: Path, engine: EngineProcess, obex: str = "") -> ObexServer:
-    """Start the server on ``engine`` with ``obex`` added to its ``[obex]`` table."""
+def launch(tmp_path: Path, engine: EngineProcess, obex: str = "", keys: str = "") -> ObexServer:
+    """Start the server on ``engine``; ``obex`` and ``keys`` go into ``[obex]`` and ``[engine]``."""
     config = tmp_path / "obex.toml"
     config.write_text(
         "[obex]\n"
@@ -105,6 +105,7 @@ def launch(tmp_path: Path, engine: EngineProcess, obex: str = "") -> ObexServer:
         "idle_timeout = 600.0\n"
         f'spool_dir = "{tmp_path / "spool"}"\n'
         f'space_path = "{tmp_path}"\n'
+        f"{keys}\n"
     )
     log = tmp_path / "obex.log"
     proc, port = start_server(config, log)
