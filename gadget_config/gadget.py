@@ -390,7 +390,7 @@ def wait_ready(settings: Settings, pid: int | None) -> None:
     """Until the responder wrote its descriptors and the OBEX tty (if any) is held."""
     mount_point = Path(settings.gadget.functionfs_mount)
     deadline = time.monotonic() + settings.gadget.ready_timeout
-    _wait_obex_held(settings, deadline)
+    _wait_obex_held(settings, deadline, pid)
     while not descriptors_written(mount_point):
         if pid is not None:
             _reap(pid)
@@ -407,7 +407,7 @@ def wait_ready(settings: Settings, pid: int | None) -> None:
         time.sleep(0.05)
 
 
-def _wait_obex_held(settings: Settings, deadline: float) -> None:
+def _wait_obex_held(settings: Settings, deadline: float, responder: int | None) -> None:
     """Until some process holds the OBEX function's tty open.
 
     Bound without that, the kernel's OBEX function keeps the whole gadget off
@@ -422,6 +422,13 @@ def _wait_obex_held(settings: Settings, deadline: float) -> None:
         raise GadgetError(f"{gadget_dir(settings) / 'functions' / fn} has no port_num")
     info = _read_pid_file(settings, settings.obex_pid_file)
     while not tty_holders(tty):
+        if responder is not None:
+            _reap(responder)
+            if not _alive(responder):
+                raise GadgetError(
+                    f"responder (pid {responder}) exited while waiting for {tty} to be "
+                    f"opened; log {settings.responder_log}:\n{_log_tail(settings)}"
+                )
         if info is not None:
             _reap(info["pid"])
             if not _alive(info["pid"], info.get("start_time")):
