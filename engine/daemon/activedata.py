@@ -337,8 +337,16 @@ class ActiveDataSink:
         await self._close_current()
 
     async def abort(self) -> None:
-        if self._up is not None:
-            await self._up.abort()
-            self._up = None
-            if self._sess is not None:
-                await self._sess.terminate()
+        """Cancel the owner's open upload and tell it to drop what it took.
+
+        Shielded: the caller is usually being cancelled itself (the client that
+        sent the restore is gone), and an owner never told would wait for the
+        rest of its upload for ever, deaf to every later callback.  The
+        cancel is one frame and ``terminate`` is bounded (2 s).
+        """
+        with trio.CancelScope(shield=True):
+            if self._up is not None:
+                await self._up.abort()
+                self._up = None
+                if self._sess is not None:
+                    await self._sess.terminate()

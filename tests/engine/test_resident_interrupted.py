@@ -12,12 +12,14 @@ Normal and backup mode reached it together.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import trio
 
 from engine.client import EngineClient
 from engine.daemon.config import EngineConfig
+from engine.errors import InUseError
 
 from .test_resident_restore import device  # noqa: F401  (the fixture)
 
@@ -60,3 +62,67 @@ async def test_a_backup_cut_off_while_preparing_then_prepared_again_includes_the
                 prepared = await c.prepare_backup()
                 await c.set_normal()
         assert prepared.skipped == [], f"cut off after {delay} s: {prepared.skipped}"
+
+
+def texts(db: Path) -> list[str]:
+    con = sqlite3.connect(db)
+    try:
+        return [t for (t,) in con.execute("SELECT text FROM notes ORDER BY id")]
+    finally:
+        con.close()
+
+
+async def test_a_restore_cut_off_while_the_app_takes_its_data_leaves_the_app_serving(
+    device: tuple[EngineConfig, Path],  # noqa: F811
+) -> None:
+    """The app is told its upload was cancelled: it drops what it took and hangs on nothing.
+
+    Before, the engine's cancel to the app was itself cancelled with the client:
+    the app waited for the rest of its data for ever, and the engine (waiting
+    for the app's answer to restore_complete) turned every client away as
+    InUse for minutes.
+    """
+    cfg, db = device
+    fill(db, 1500)
+    async with EngineClient.connect(cfg.socket_path) as c:
+        prepared = await c.prepare_backup()
+        archive = b"".join([x async for x in c.read_archive(prepared.archive("full").name)])
+        await c.set_normal()
+    backed_up = texts(db)
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("DELETE FROM notes WHERE id > 10")
+    con.close()
+    before = texts(db)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(archive), 65536):
+            yield archive[i : i + 65536]
+
+    def app_temporaries() -> list[str]:
+        return [p.name for p in db.parent.iterdir() if p.name.startswith(".notes-")]
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+
+            async def restore() -> None:
+                async with EngineClient.connect(cfg.socket_path) as c:
+                    await c.restore_archive(chunks())
+
+            nursery.start_soon(restore)
+            while not app_temporaries():
+                await trio.sleep(0.001)
+            nursery.cancel_scope.cancel()
+    assert texts(db) == before
+
+    with trio.fail_after(30):
+        while True:
+            try:
+                async with EngineClient.connect(cfg.socket_path) as c:
+                    result = await c.restore_archive(chunks())
+                break
+            except InUseError:  # the last client's clean-up, for a moment
+                await trio.sleep(0.2)
+    assert result.ok, result.reason
+    assert texts(db) == backed_up
+    assert app_temporaries() == []
