@@ -117,7 +117,7 @@ class SnapshotUpload(Upload):
         await session.release("a new snapshot arrived")
         try:
             await self.server.ensure_prepared(INCREMENTAL)
-        except ServerError:
+        except BaseException:  # refused, or cut off (unplug): keep nothing of it
             if snapshots.get(self.name) is received:
                 del snapshots[self.name]
             self.path.unlink(missing_ok=True)
