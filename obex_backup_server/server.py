@@ -266,10 +266,13 @@ class _Connection:
         finally:
             with trio.CancelScope(shield=True):
                 await self._end_transfers()
-                if clean:
-                    await self.backup.session_closed()
-                else:
-                    await self.backup.link_lost()
+                try:
+                    if clean:
+                        await self.backup.session_closed()
+                    else:
+                        await self.backup.link_lost()
+                except Exception:
+                    log.exception("%s: ending the engine session", self.name)
         log.info("%s: closed%s", self.name, "" if clean else " (link lost)")
 
     async def _pump(self) -> bool:
