@@ -100,6 +100,16 @@ def test_the_root_lists_backup_incremental_and_restore(server: ObexServer, tmp_p
     assert server.mode() == "NORMAL", "listing the root prepares nothing"
 
 
+def test_the_capability_object_says_what_the_device_serves(
+    server: ObexServer, tmp_path: Path
+) -> None:
+    output = obexftp(server, "-X", cwd=tmp_path).stdout
+    document = ET.fromstring(output[output.index("<?xml") : output.rindex("</Capability>") + 13])
+    assert document.findtext("General/Manufacturer") == "Linux"
+    assert document.findtext("General/Model") == "Backup server"
+    assert document.findtext("Service/Name") == "Folder-Browsing"
+
+
 def test_an_unknown_folder_or_file_is_not_found(server: ObexServer, tmp_path: Path) -> None:
     result = obexftp(
         server,
