@@ -270,3 +270,27 @@ def test_a_hostile_archive_is_refused_and_changes_nothing(
     obexftp(server, "-c", "Restore", "-g", "status.txt", cwd=tmp_path)
     assert "evil.mbak: REFUSED" in (tmp_path / "status.txt").read_text()
     server.wait_normal()
+
+
+def test_a_truncated_archive_is_refused_and_changes_nothing(
+    server: ObexServer, tmp_path: Path
+) -> None:
+    mbak, _ = get_backup(server, tmp_path / "pc")
+    change_the_owner(server)
+    before = server.owner_state()
+    data = mbak.read_bytes()
+    (tmp_path / "cut.mbak").write_bytes(data[: len(data) - 3000])
+    obexftp(
+        server,
+        "-c",
+        "Restore",
+        "-p",
+        "cut.mbak",
+        cwd=tmp_path,
+        expect=exit_code(ResponseCode.UNSUPPORTED_MEDIA_TYPE),
+    )
+    assert server.owner_state() == before
+    obexftp(server, "-c", "Restore", "-g", "status.txt", cwd=tmp_path)
+    status = (tmp_path / "status.txt").read_text()
+    assert "cut.mbak: REFUSED" in status and "truncated" in status
+    server.wait_normal()
