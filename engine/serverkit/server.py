@@ -12,6 +12,10 @@ these calls and the toolkit's :class:`~.errors.ErrorKind` onto its own codes:
 * :meth:`BackupServer.session_closed`, :meth:`BackupServer.link_lost` and
   :meth:`BackupServer.touch` for the engine's backup mode,
 * a :class:`Listener` told which keys were added, removed or changed.
+
+With ``resume_window`` set, a peer gone in the middle of a download finds the
+same archives (names, sizes, bytes) when it comes back within that many
+seconds, and reads the rest from where it stopped (:mod:`.resume`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from engine.errors import EngineError
 
 from .encryption import AGE_SUFFIX, NO_IDENTITY, read_pieces
 from .errors import ErrorKind, ServerError, kind_of
+from .resume import RESUME_PIECE, ReadLog, held_line
 from .session import LINK_ERRORS, EngineSession
 from .status import RestoreStatus
 from .tree import (
@@ -78,6 +83,12 @@ class ServerConfig:
     """age recipients: when given, archives are served as ``.mbak.age`` encrypted to them."""
     identities: Sequence[X25519Identity] = field(default=(), repr=False)
     """age identities that open an encrypted archive sent into Restore/ (none: refused)."""
+    resume_window: float = 0.0
+    """Seconds a backup stays prepared after its peer left in the middle of a download.
+
+    The peer's next session then reads the same archives from where it
+    stopped.  0: the end of a session releases the backup at once.
+    """
 
 
 class BackupServer:
@@ -88,9 +99,15 @@ class BackupServer:
         self.listener = listener
         self.spool = config.spool_dir
         self.session = EngineSession(
-            config.socket, config.idle_timeout, self._announce, recipients=config.recipients
+            config.socket,
+            config.idle_timeout,
+            self._announce,
+            recipients=config.recipients,
+            on_hold_end=self._hold_ended,
         )
         self.status = RestoreStatus(listener.changed)
+        self.reads = ReadLog()
+        """Which preparation each archive key was read from, and how far."""
         self.received: dict[str, dict[str, Received]] = {INCREMENTAL: {}, RESTORE: {}}
         self.started = time.time()
         self._shown: dict[str, set[str]] = {}
@@ -103,20 +120,56 @@ class BackupServer:
         await self.session.run(task_status=task_status)
 
     async def session_closed(self) -> None:
-        """The peer ended its session: the engine goes back to Normal."""
-        await self.session.close("session closed")
+        """The peer ended its session: the engine goes back to Normal.
+
+        Unless a download is unfinished and ``resume_window`` is set: then
+        the backup is held for that long (:meth:`held`).
+        """
+        await self._peer_gone("session closed")
 
     async def link_lost(self) -> None:
         """The link went down (unplug, dropped connection): back to Normal as well.
 
         A restore in flight loses its engine connection with it, so the engine
         drops everything it staged; the transport still aborts the upload.
+        A download in flight may hold the backup, as for :meth:`session_closed`.
         """
-        await self.session.close("link lost")
+        await self._peer_gone("link lost")
 
     def touch(self) -> None:
         """The peer is still busy with us (the idle timeout starts again)."""
         self.session.touch()
+
+    async def _peer_gone(self, why: str) -> None:
+        prepared = self.session.prepared
+        window = self.config.resume_window
+        unfinished = self.reads.unfinished(prepared) if prepared is not None else []
+        if prepared is None or window <= 0 or not unfinished:
+            await self.session.close(why)
+            return
+        names = [prepared.entry(k).name for k in unfinished]
+        self.session.hold(window)
+        until = self.session.held_until
+        assert until is not None
+        log.info("%s in the middle of %s: held for resuming for %g s", why, names, window)
+        self.status.set_held(held_line(names, until))
+
+    def _peer_back(self) -> None:
+        """The peer lists or reads the backup again: the hold ends, the backup is in use.
+
+        Reading ``status.txt`` or listing the root does not: a person may look
+        at why the device is still in backup mode without changing it.
+        """
+        if self.session.held_until is not None:
+            self.session.end_hold()
+
+    def _hold_ended(self) -> None:
+        self.status.set_held("")
+
+    @property
+    def held(self) -> float | None:
+        """When the backup held for a resuming peer is released; ``None``: not held."""
+        return self.session.held_until
 
     def space(self) -> tuple[int, int]:
         """``(capacity, free)`` bytes of ``space_path``; zeros when it cannot be read."""
@@ -144,6 +197,8 @@ class BackupServer:
 
     async def list(self, folder: str) -> list[Entry]:
         """A folder's entries in a stable order; listing Backup/ prepares the backup."""
+        if folder in (BACKUP, OWNERS, INCREMENTAL):
+            self._peer_back()
         if folder == ROOT:
             return [folder_entry(k, self.started) for k in FOLDERS]
         if folder == BACKUP:
@@ -170,6 +225,7 @@ class BackupServer:
             return folder_entry(key, self.started)
         if key == STATUS:
             return self.status.entry()
+        self._peer_back()
         prepared = self.session.prepared
         if prepared is not None and key in prepared.entries:
             return prepared.entry(key)
@@ -224,10 +280,14 @@ class BackupServer:
 
         Archives are read from the prepared backup, prepared again if it was
         released since the peer saw it listed (a new session, an idle timeout).
+        A read from above offset 0 that continues an archive of a preparation
+        that is gone is refused (:class:`~.resume.ReadLog`): its bytes would
+        not be the rest of what the peer has.
         """
         if key == STATUS:
             yield self.status.read(offset, length)
             return
+        self._peer_back()
         folder, name = split(key)
         received = self.received.get(folder, {}).get(name)
         if received is not None and received.placeholder:
@@ -239,23 +299,36 @@ class BackupServer:
             prepared = self.session.prepared
         if prepared is None or key not in prepared.entries:
             raise ServerError(ErrorKind.DENIED, f"{key!r} cannot be read back")
-        archive, _size = prepared.entries[key]
+        self.reads.check(key, prepared, offset)
         client = await self.session.client()
         view = prepared.views.get(key)
         if view is not None:
-            reader = self._read_encrypted(client, key, archive, view, offset, length)
+            reader = self._read_encrypted(client, key, prepared, view, offset, length)
         else:
-            reader = self._read_plain(client, key, archive, offset, length)
+            reader = self._read_plain(client, key, prepared, offset, length)
+        backup_id = prepared.backup.backup_id
+        at = offset
         try:
             async for chunk in reader:
                 yield chunk
+                at += len(chunk)
+                self.reads.advance(key, backup_id, at)
         finally:
             await reader.aclose()
 
     async def _read_plain(
-        self, client: EngineClient, key: str, archive: str, offset: int, length: int | None
+        self, client: EngineClient, key: str, prepared: Prepared, offset: int, length: int | None
     ) -> AsyncGenerator[bytes, None]:
         """The engine's archive bytes as they are, with its errors as :class:`ServerError`."""
+        archive, size = prepared.entries[key]
+        if prepared.resumed:
+            reader = self._read_checked(client, key, prepared, offset, length, size)
+            try:
+                async for chunk in reader:
+                    yield chunk
+            finally:
+                await reader.aclose()
+            return
         stream = client.read_archive(archive, offset, -1 if length is None else length)
         try:
             async for chunk in stream:
@@ -274,11 +347,67 @@ class BackupServer:
             if stream.changed:
                 log.warning("%s: %d stream(s) changed while read", key, len(stream.changed))
 
+    async def _read_checked(
+        self,
+        client: EngineClient,
+        key: str,
+        prepared: Prepared,
+        offset: int,
+        length: int | None,
+        size: int,
+    ) -> AsyncGenerator[bytes, None]:
+        """A resumed archive's bytes, passed on only once the engine says none changed.
+
+        The first part of the download left before the peer's link went down;
+        what follows must be the same archive's.  The engine reopens every
+        planned file it reaches and flags one whose size or modification time
+        differs from the plan (or that vanished); each piece is held back
+        until the engine's answer at its end, so a flagged piece fails the
+        read instead of being sent, the backup is released, and the next
+        listing prepares a fresh one under a new name.
+        """
+        archive = prepared.entries[key][0]
+        end = size if length is None else min(size, offset + length)
+        at = offset
+        while at < end:
+            want = min(RESUME_PIECE, end - at)
+            piece = bytearray()
+            stream = client.read_archive(archive, at, want)
+            try:
+                async for chunk in stream:
+                    piece += chunk
+            except EngineError as exc:
+                raise ServerError(kind_of(exc.code), exc.message) from exc
+            except LINK_ERRORS as exc:
+                raise ServerError(ErrorKind.FAILED, f"the engine connection broke: {exc}") from exc
+            finally:
+                with trio.CancelScope(shield=True):
+                    try:
+                        await stream.aclose()
+                    except (EngineError, *LINK_ERRORS) as exc:
+                        log.debug("%s: closing the read: %s", key, exc)
+            if stream.changed:
+                name = prepared.entry(key).name
+                reason = (
+                    f"{name} cannot be resumed: data it holds changed on the device since "
+                    f"it was prepared ({len(stream.changed)} stream(s)); list the folder "
+                    "again for a fresh backup"
+                )
+                log.warning("%s: %s", key, reason)
+                if self.session.prepared is prepared:
+                    await self.session.release("the held backup's data changed")
+                raise ServerError(ErrorKind.FAILED, reason)
+            if not piece:
+                return
+            self.touch()
+            yield bytes(piece)
+            at += len(piece)
+
     async def _read_encrypted(
         self,
         client: EngineClient,
         key: str,
-        archive: str,
+        prepared: Prepared,
         view: EncryptedView,
         offset: int,
         length: int | None,
@@ -294,7 +423,7 @@ class BackupServer:
         plain_offset, plain_length = view.plain_span(
             offset, view.size if length is None else length
         )
-        source = self._read_plain(client, key, archive, plain_offset, plain_length)
+        source = self._read_plain(client, key, prepared, plain_offset, plain_length)
         buf = bytearray()
         try:
             for at, n in read_pieces(view, offset, length):

@@ -4,7 +4,11 @@ The engine keeps the device in backup mode from the moment a backup is
 prepared until the server releases it or disconnects.  A peer that goes away
 must never leave the device there: the end of its session, a lost link and an
 idle timeout all bring the engine back to Normal (:meth:`EngineSession.close`,
-:meth:`EngineSession.release`, the idle watchdog).
+:meth:`EngineSession.release`, the idle watchdog).  The one exception is
+bounded: a peer gone in the middle of a download may have the backup held
+for ``resume_window`` seconds (:meth:`EngineSession.hold`), the engine
+connection kept open so the engine keeps the very same archives, and then
+released all the same.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class EngineSession:
         idle_timeout: float,
         on_prepared: Callable[[str, set[str]], None],
         recipients: Sequence[X25519Recipient] = (),
+        on_hold_end: Callable[[], None] | None = None,
     ) -> None:
         self.socket = socket
         self.recipients = list(recipients)
@@ -59,6 +64,11 @@ class EngineSession:
         self._nursery: trio.Nursery | None = None
         self._lock = trio.Lock()
         self._last_activity = time.monotonic()
+        self.held_until: float | None = None
+        """Wall-clock time a held backup is released at; ``None`` when not held."""
+        self._hold_scope: trio.CancelScope | None = None
+        self._on_hold_end = on_hold_end
+        self._last_created = 0.0
 
     # -- lifetime --------------------------------------------------------------------
 
@@ -89,8 +99,49 @@ class EngineSession:
         while True:
             await trio.sleep(min(5.0, self.idle_timeout / 4))
             idle = time.monotonic() - self._last_activity
+            if self.held_until is not None:
+                continue  # the hold has its own deadline
             if self.prepared is not None and idle > self.idle_timeout:
                 await self.release(f"idle for {idle:.0f} s")
+
+    # -- holding a backup for a download to resume -------------------------------------
+
+    def hold(self, seconds: float) -> None:
+        """Keep the prepared backup and the engine connection for ``seconds``, then close.
+
+        The peer is gone in the middle of a download; the engine drops a
+        prepared backup with its client, so the connection stays open and
+        the device stays in backup mode, for at most ``seconds``.  A peer
+        that comes back in time ends the hold (:meth:`end_hold`) and reads
+        the same archives.
+        """
+        self.end_hold()
+        if self.prepared is None:
+            return
+        self.prepared.resumed = True
+        scope = trio.CancelScope()
+        self._hold_scope = scope
+        self.held_until = time.time() + seconds
+        self.nursery.start_soon(self._hold_timer, scope, seconds)
+
+    def end_hold(self) -> bool:
+        """The peer is back (or the backup went away): no more deadline; True if held."""
+        scope, self._hold_scope = self._hold_scope, None
+        held = self.held_until is not None
+        self.held_until = None
+        if scope is not None:
+            scope.cancel()
+        if held and self._on_hold_end is not None:
+            self._on_hold_end()
+        return held
+
+    async def _hold_timer(self, scope: trio.CancelScope, seconds: float) -> None:
+        with scope:
+            await trio.sleep(seconds)
+            self._hold_scope = None  # ending the hold below must not cancel this task
+            self.end_hold()
+            with trio.CancelScope(shield=True):
+                await self.close(f"nobody resumed the download within {seconds:g} s")
 
     # -- engine connection ---------------------------------------------------------
 
@@ -141,6 +192,7 @@ class EngineSession:
                 self._client_done = None
             # The engine drops a prepared backup with its client.
             self.prepared = None
+            self.end_hold()
             closed.set()
 
     def disconnect(self) -> None:
@@ -176,6 +228,7 @@ class EngineSession:
             if self.prepared is not None and self.prepared.folder == folder:
                 return self.prepared
             await self._release_locked("another backup was asked for")
+            await self._next_name()
             log.info("preparing a %s backup", "base" if previous is None else "incremental")
             if previous is None:
                 backup = await self.call("prepare", EngineClient.prepare_backup)
@@ -184,6 +237,7 @@ class EngineSession:
                     "prepare", EngineClient.prepare_backup, previous=file_chunks(previous)
                 )
             prepared = Prepared(backup, folder, time.time())
+            self._last_created = prepared.created
             for archive in backup.archives:
                 if folder == INCREMENTAL and archive.kind == "owner":
                     continue  # per-owner increments would only clutter the folder
@@ -201,12 +255,23 @@ class EngineSession:
             )
             return prepared
 
+    async def _next_name(self) -> None:
+        """Wait, if need be, until a new preparation cannot get the last one's name.
+
+        Archive names carry the preparation's time to the second; a backup
+        prepared again within the same second (after its data changed) would
+        show the same name with other bytes, and a host could splice the two.
+        """
+        while int(time.time()) <= int(self._last_created):
+            await trio.sleep(int(self._last_created) + 1.01 - time.time())
+
     async def release(self, why: str) -> None:
         """Leave backup mode (if in it): the engine tells every owner."""
         async with self._lock:
             await self._release_locked(why)
 
     async def _release_locked(self, why: str) -> None:
+        self.end_hold()
         if self.prepared is None:
             return
         log.info("leaving backup mode: %s", why)

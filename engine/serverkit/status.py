@@ -2,7 +2,8 @@
 
 A copy into Restore/ that fails shows the peer only an error code; the file
 says which archive, whether it was restored or refused, and why (the engine's
-reason, or one line per data owner).
+reason, or one line per data owner).  While a backup is held for a peer to
+resume its download, a last line says which and until when.
 """
 
 from __future__ import annotations
@@ -21,7 +22,17 @@ class RestoreStatus:
     def __init__(self, on_change: Callable[[str], None]) -> None:
         self.text = "No restore has run since the device started.\n"
         self.time = time.time()
+        self.held = ""
+        """The "held for resuming" line, or empty."""
         self._on_change = on_change
+
+    def set_held(self, line: str) -> None:
+        """Show (or with ``""`` clear) the line saying a backup waits to be resumed."""
+        if line == self.held:
+            return
+        self.held = line
+        self.time = time.time()
+        self._on_change(STATUS)
 
     def set(self, name: str, ok: bool, detail: str) -> None:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
@@ -40,7 +51,7 @@ class RestoreStatus:
 
     @property
     def data(self) -> bytes:
-        return self.text.encode()
+        return (self.text + self.held).encode()
 
     def read(self, offset: int, length: int | None) -> bytes:
         data = self.data

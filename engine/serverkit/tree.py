@@ -112,6 +112,9 @@ class Prepared:
     One view per archive for as long as it is prepared: a new view would be
     a new file (fresh keys), so every re-read of the same bytes must use it.
     """
+    resumed: bool = False
+    """Kept prepared across the end of a peer's session for a download to resume:
+    its reads check, piece by piece, that no planned file changed since."""
 
     def entry(self, key: str) -> Entry:
         name, size = self.entries[key]
