@@ -156,7 +156,7 @@ class ObexBackupServer:
         Never raises for anything the client does or the link suffers.
         """
         self._connections += 1
-        name = f"connection {self._connections}"
+        name = f"connection {self._connections}{_peer(stream)}"
         try:
             if not await self._acquire():
                 await self._refuse_busy(stream, name)
@@ -203,6 +203,16 @@ class ObexBackupServer:
                     return
         except (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return
+
+
+def _peer(stream: trio.abc.Stream) -> str:
+    """`` from HOST:PORT`` for a TCP connection (for the log), nothing for other streams."""
+    sock = getattr(stream, "socket", None)
+    try:
+        host, port = sock.getpeername()[:2] if sock is not None else ("", 0)
+    except (OSError, ValueError, TypeError):
+        return ""
+    return f" from {host}:{port}" if host else ""
 
 
 async def _close(stream: trio.abc.Stream) -> None:
