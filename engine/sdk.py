@@ -473,3 +473,7 @@ async def run_owner(
             else:
                 with trio.move_on_after(1):
                     await abc.wait_mode_change()
+        if abc.callbacks is not None:
+            # The engine went away (crashed, restarted): nothing it began goes on,
+            # so the owner drops what it holds for it (temporary files) now.
+            await abc.callbacks.terminate_multi_stage_operation()
