@@ -11,7 +11,12 @@ Normal and backup mode reached it together.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
 import sqlite3
+import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -126,3 +131,52 @@ async def test_a_restore_cut_off_while_the_app_takes_its_data_leaves_the_app_ser
     assert result.ok, result.reason
     assert texts(db) == backed_up
     assert app_temporaries() == []
+
+
+def engine_pid(cfg: EngineConfig) -> int:
+    """The pid of the engine serving ``cfg``'s socket (SO_PEERCRED of a connection)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(cfg.socket_path))
+        raw = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid: int = struct.unpack("3i", raw)[0]
+    return pid
+
+
+async def test_an_engine_killed_while_the_app_takes_its_data_leaves_no_temporary_file(
+    device: tuple[EngineConfig, Path],  # noqa: F811
+) -> None:
+    """The app's connection ends mid-upload: it drops its half-written database copy."""
+    cfg, db = device
+    fill(db, 1500)
+    async with EngineClient.connect(cfg.socket_path) as c:
+        prepared = await c.prepare_backup()
+        archive = b"".join([x async for x in c.read_archive(prepared.archive("full").name)])
+        await c.set_normal()
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("DELETE FROM notes WHERE id > 10")
+    con.close()
+    before = texts(db)
+    pid = engine_pid(cfg)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield archive
+
+    def app_temporaries() -> list[str]:
+        return [p.name for p in db.parent.iterdir() if p.name.startswith(".notes-")]
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+
+            async def restore() -> None:
+                with contextlib.suppress(Exception):
+                    async with EngineClient.connect(cfg.socket_path) as c:
+                        await c.restore_archive(chunks())
+
+            nursery.start_soon(restore)
+            while not app_temporaries():
+                await trio.sleep(0.001)
+            os.kill(pid, signal.SIGKILL)
+        while app_temporaries():
+            await trio.sleep(0.05)
+    assert texts(db) == before
