@@ -623,6 +623,13 @@ def ensure_app(engine: GuestEngine) -> None:
         return
     if engine.app is not None and engine.app.poll() is None:
         return
+    # A copy the engine launched for the last backup or restore holds the
+    # owner's one session until it winds down after Normal.
+    deadline = time.monotonic() + 30
+    while engine.proc is not None and children_of(engine.proc.pid):
+        if time.monotonic() > deadline:
+            raise AssertionError("an owner the engine launched still runs 30 s after Normal")
+        time.sleep(0.2)
     (engine.run_dir / "app-connected").unlink(missing_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT)
