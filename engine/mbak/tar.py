@@ -1,10 +1,10 @@
 """Pax tar headers for the writer, and a resumable, hostile-input-safe tar parser.
 
-Headers are built with :mod:`tarfile` so the archives are ordinary POSIX pax tar
-files. The reader is a push parser instead of ``tarfile.open(mode='r|')``: restore
-data arrives in arbitrary chunks from a socket, must be hashed byte for byte, and
-must be refused member by member (links, devices, huge pax headers) before any of
-it touches the disk.
+Headers are the ones :mod:`tarfile` writes in ``PAX_FORMAT`` (ordinary POSIX pax
+tar files), built directly for speed. The reader is a push parser instead of
+``tarfile.open(mode='r|')``: restore data arrives in arbitrary chunks from a
+socket, must be hashed byte for byte, and must be refused member by member (links,
+devices, huge pax headers) before any of it touches the disk.
 """
 
 from __future__ import annotations
@@ -26,24 +26,128 @@ def padding(size: int) -> int:
     return (-size) % BLOCK
 
 
-def member_header(name: str, size: int, mtime_ns: int, mode: int, is_dir: bool = False) -> bytes:
+USTAR_SIZE_LIMIT = 8**11
+"""Sizes and mtimes from here on do not fit a ustar field: they go in pax records."""
+_PAX_NAME = b"././@PaxHeader"
+_MAGIC = b"ustar\x0000"
+_ZERO_ID = b"0000000\x00"
+_BINARY_RECORD = b"21 hdrcharset=BINARY\n"
+
+
+def _octal(value: int, digits: int) -> bytes:
+    return b"%0*o\x00" % (digits - 1, value)
+
+
+def _pax_record(key: bytes, value: bytes) -> bytes:
+    """One ``"<len> key=value\\n"`` record; ``len`` counts its own digits."""
+    body = len(key) + len(value) + 3
+    n = p = 0
+    while True:
+        n = body + len(str(p))
+        if n == p:
+            break
+        p = n
+    return b"%d %s=%s\n" % (n, key, value)
+
+
+def _ustar_block(name: bytes, mode: int, size: int, mtime: int, kind: bytes) -> bytes:
+    """A ustar header block (uid/gid 0, no user names, no link, no prefix)."""
+    head = b"".join(
+        (
+            name[:100].ljust(100, b"\x00"),
+            _octal(mode & 0o7777, 8),
+            _ZERO_ID,
+            _ZERO_ID,
+            _octal(size, 12),
+            _octal(mtime, 12),
+        )
+    )
+    tail = kind + bytes(100) + _MAGIC + bytes(32 + 32 + 8 + 8 + 155 + 12)
+    # The checksum counts its own field as eight spaces (256).
+    chksum = sum(head) + sum(tail) + 256
+    return head + b"%06o\x00 " % chksum + tail
+
+
+def _pax_records(name: bytes, size: int, mtime_ns: int, is_dir: bool) -> tuple[bytes, bytes]:
+    """The member's pax records (b"" when ustar suffices) and its ustar name field.
+
+    The rules are those of :mod:`tarfile` writing ``PAX_FORMAT`` with UTF-8 and
+    ``surrogateescape``, byte for byte: a sub-second mtime first, then the path
+    when it is not ASCII or longer than 100 characters, then a size or mtime too
+    large for its octal field; a path that is not valid UTF-8 is stored as its raw
+    bytes behind ``hdrcharset=BINARY``.
+    """
+    sec, frac = divmod(mtime_ns, 1_000_000_000)
+    records = []
+    if frac:
+        records.append(_pax_record(b"mtime", b"%d.%09d" % (sec, frac)))
+    if name.isascii():
+        ustar_name = name
+        if len(name) > 100:
+            records.append(_pax_record(b"path", name))
+        binary = False
+    else:
+        text = name.decode("utf-8", "surrogateescape")
+        ustar_name = text.encode("ascii", "replace")
+        records.append(_pax_record(b"path", name))
+        try:
+            name.decode("utf-8")
+            binary = False
+        except UnicodeDecodeError:
+            binary = True
+    if not 0 <= size < USTAR_SIZE_LIMIT:
+        records.append(_pax_record(b"size", b"%d" % size))
+    if not 0 <= sec < USTAR_SIZE_LIMIT and not frac:
+        records.append(_pax_record(b"mtime", b"%d" % sec))
+    if binary:
+        records.insert(0, _BINARY_RECORD)
+    return b"".join(records), ustar_name
+
+
+def _dir_name(name: bytes, is_dir: bool) -> bytes:
+    return name.rstrip(b"/") + b"/" if is_dir else name
+
+
+def member_header_bytes(name: bytes, size: int, mtime_ns: int, mode: int, is_dir: bool) -> bytes:
     """Header bytes (pax extended header when needed, then ustar) for one member.
+
+    ``name`` is the member name as bytes (UTF-8, undecodable bytes kept as they
+    are on disk). Built directly rather than through :class:`tarfile.TarInfo`:
+    a backup of many small files builds one header per file, on demand, and the
+    bytes must be the same every time a reader asks for them.
+    """
+    name = _dir_name(name, is_dir)
+    size = 0 if is_dir else size
+    records, ustar_name = _pax_records(name, size, mtime_ns, is_dir)
+    sec = mtime_ns // 1_000_000_000
+    usize = size if size < USTAR_SIZE_LIMIT else 0
+    umtime = sec if 0 <= sec < USTAR_SIZE_LIMIT else 0
+    block = _ustar_block(ustar_name, mode, usize, umtime, b"5" if is_dir else b"0")
+    if not records:
+        return block
+    pax = _ustar_block(_PAX_NAME, 0, len(records), 0, b"x")
+    return pax + records + bytes(padding(len(records))) + block
+
+
+def member_header_size(name: bytes, size: int, mtime_ns: int, is_dir: bool) -> int:
+    """``len(member_header_bytes(...))`` without building the blocks (planning)."""
+    name = _dir_name(name, is_dir)
+    records, _ = _pax_records(name, 0 if is_dir else size, mtime_ns, is_dir)
+    if not records:
+        return BLOCK
+    return 2 * BLOCK + len(records) + padding(len(records))
+
+
+def member_header(name: str, size: int, mtime_ns: int, mode: int, is_dir: bool = False) -> bytes:
+    """Header bytes for a member named by a ``str`` (see :func:`member_header_bytes`).
 
     Sub-second mtimes go into a pax ``mtime`` record with nanosecond digits so that
     a restore reproduces ``st_mtime_ns`` exactly. Owner and group are left out: the
     engine decides ownership on restore, never the archive.
     """
-    ti = tarfile.TarInfo(name.rstrip("/") if is_dir else name)
-    ti.type = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
-    ti.size = 0 if is_dir else size
-    ti.mode = mode & 0o7777
-    sec, frac = divmod(mtime_ns, 1_000_000_000)
-    ti.mtime = sec
-    ti.uid = ti.gid = 0
-    ti.uname = ti.gname = ""
-    if frac:
-        ti.pax_headers = {"mtime": f"{sec}.{frac:09d}"}
-    return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    return member_header_bytes(
+        name.encode("utf-8", "surrogateescape"), size, mtime_ns, mode, is_dir
+    )
 
 
 def member_bytes_size(header: bytes, size: int) -> int:
