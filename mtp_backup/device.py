@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from engine.agefile import X25519Identity
 
 STORAGE_DESCRIPTION = "Backup & Restore"
+PIECE = 64 << 20
+"""Bytes one GetPartialObject(64) of a resumed download asks for."""
+REREAD = 1 << 20
+"""Bytes at a time a partial download is read back to check it along with the rest."""
 SIZE_IN_OBJECT_PROP = 0xFFFFFFFF
 """ObjectInfo's 32-bit size saying "4 GiB or more: ask for ObjectSize (64-bit)"."""
 
@@ -50,11 +54,25 @@ class RemoteObject:
 class BackupDevice:
     """A session with one device's Backup & Restore storage."""
 
-    def __init__(self, mtp: Any, storage_id: int, prop_list: bool = False) -> None:
+    def __init__(
+        self,
+        mtp: Any,
+        storage_id: int,
+        prop_list: bool = False,
+        operations: frozenset[int] = frozenset(),
+    ) -> None:
         self.mtp = mtp
         self.storage_id = storage_id
         self.prop_list = prop_list
         """the device takes SendObjectPropList, which carries a 64-bit size"""
+        self.operations = operations
+        """what the device's DeviceInfo says it supports (GetPartialObject64 resumes)"""
+
+    def can_resume(self, obj: RemoteObject, offset: int) -> bool:
+        """GetPartialObject64 reaches any offset, GetPartialObject only below 4 GiB."""
+        if OperationCode.GET_PARTIAL_OBJECT_64 in self.operations:
+            return True
+        return OperationCode.GET_PARTIAL_OBJECT in self.operations and offset <= 0xFFFFFFFF
 
     def folder(self, path: str) -> dict[str, RemoteObject]:
         """The children of ``path`` ("" is the root) by name.
@@ -92,15 +110,21 @@ class BackupDevice:
         dest: Path,
         identities: Sequence[X25519Identity] | None = None,
     ) -> ArchiveSummary:
-        """GetObject into ``dest`` (via a ``.part`` file), verified on the way in.
+        """Copy ``obj`` into ``dest`` through its partial file, verified on the way in.
 
-        Checking while the bytes arrive costs no second read of the file, and
-        a copy that would not restore never takes the archive's real name.
-        An encrypted archive (``.mbak.age``) is stored as it came and checked
-        decrypted with ``identities``; without them only its age header is
-        read, and the summary says it was not checked.
+        The bytes go to ``<name>.<size>.part`` beside ``dest`` (:func:`partial_path`),
+        which takes ``dest``'s name only once every byte arrived and checked: a
+        copy that would not restore never looks complete.  A partial file left
+        by an interrupted run for the same name and size is continued from its
+        length with GetPartialObject64 (or GetPartialObject) when the device
+        has one: its bytes are read back through the checks first, so the whole
+        file is verified.  A transfer that breaks keeps the partial file for
+        the next run; a copy that fails its checks is deleted.  An encrypted
+        archive (``.mbak.age``) is stored as it came and checked decrypted with
+        ``identities``; without them only its age header is read, and the
+        summary says it was not checked.
         """
-        part = dest.with_name(dest.name + ".part")
+        part = partial_path(dest.parent, obj)
         checker = ArchiveChecker(dest)
         encrypted = obj.name.endswith(AGE_SUFFIX)
         decrypting = sizer = None
@@ -111,11 +135,26 @@ class BackupDevice:
         elif encrypted:
             sizer = HeaderSize()
             feed = sizer.feed
-        with Progress(f"get {obj.name}", obj.size) as progress:
-            try:
-                with open(part, "wb") as f:
-                    sink = _TeeSink(f, feed)
-                    self.mtp.get_object_to(obj.handle, sink, progress.update)
+        start = self._resumable(obj, part)
+        try:
+            if start:
+                print(f"{part.name}: resuming the download at byte {start} of {obj.size}")
+                _reread(part, start, feed)
+            with Progress(f"get {obj.name}", obj.size, start=start) as progress:
+                with open(part, "ab" if start else "wb") as f:
+                    sink = _TeeSink(f, feed, start)
+                    try:
+                        self._transfer(obj, sink, start, progress.update)
+                    except ToolError:
+                        raise
+                    except BaseException:
+                        if not sink.size:
+                            raise
+                        print(
+                            f"{part.name}: {sink.size} of {obj.size} bytes kept; run the same "
+                            "command again to continue the download"
+                        )
+                        raise _Interrupted() from None
                 if sink.size != obj.size:
                     raise ToolError(
                         f"{obj.name}: got {sink.size} bytes, the device announced {obj.size}"
@@ -127,12 +166,47 @@ class BackupDevice:
                 else:
                     summary = checker.finish()
                     summary.encrypted = encrypted
-            except BaseException:
-                part.unlink(missing_ok=True)
-                raise
-            os.replace(part, dest)
-            progress.finish(f"-> {dest}")
+                os.replace(part, dest)
+                progress.finish(f"-> {dest}")
+        except _Interrupted as exc:
+            raise exc.__context__ or exc from None
+        except BaseException as exc:
+            part.unlink(missing_ok=True)
+            if start and isinstance(exc, ToolError):
+                raise ToolError(
+                    f"{exc}; the resumed download was deleted: run the same command again "
+                    "for a fresh copy",
+                    exc.exit_code,
+                ) from exc
+            raise
         return summary
+
+    def _resumable(self, obj: RemoteObject, part: Path) -> int:
+        """Bytes of ``part`` a download of ``obj`` can go on from; 0: start afresh."""
+        try:
+            have = part.stat().st_size
+        except FileNotFoundError:
+            return 0
+        if 0 < have < obj.size and self.can_resume(obj, have):
+            return have
+        return 0
+
+    def _transfer(
+        self, obj: RemoteObject, sink: _TeeSink, start: int, progress: Callable[[int], None]
+    ) -> None:
+        """GetObject for a whole object; partial reads from ``start`` for the rest of one."""
+        if not start:
+            self.mtp.get_object_to(obj.handle, sink, progress)
+            return
+        wide = OperationCode.GET_PARTIAL_OBJECT_64 in self.operations
+        while sink.size < obj.size:
+            at = sink.size
+            want = min(PIECE, obj.size - at)
+            got = self.mtp.get_partial_object_to(
+                obj.handle, at, want, sink, lambda n, at=at: progress(at + n), wide=wide
+            )
+            if got == 0:
+                break  # the device has no more: the size check says so
 
     def send(self, folder: str, path: Path, name: str | None = None) -> tuple[int, int]:
         """SendObjectInfo + SendObject of a file; returns (handle, SendObject response code)."""
@@ -177,13 +251,39 @@ class _Buffer:
         return len(data)
 
 
+class _Interrupted(Exception):
+    """The transfer broke (USB, device, Ctrl-C): the partial file stays for the next run."""
+
+
+def partial_path(directory: Path, obj: RemoteObject) -> Path:
+    """Where a download of ``obj`` grows: its name and exact size, then ``.part``.
+
+    The size in the name ties the partial file to one listing: a device that
+    prepared another archive (another name, or the same name and another
+    size) gets a fresh download, and the old partial file is left alone.
+    """
+    return directory / f"{obj.name}.{obj.size}.part"
+
+
+def _reread(part: Path, length: int, feed: Callable[[bytes], None]) -> None:
+    """The first ``length`` bytes already downloaded, through the same checks."""
+    with open(part, "rb") as f:
+        left = length
+        while left > 0:
+            data = f.read(min(REREAD, left))
+            if not data:
+                raise ToolError(f"{part}: shorter than {length} bytes while read back")
+            feed(data)
+            left -= len(data)
+
+
 class _TeeSink:
     """A file-like sink that also feeds the verifier and counts bytes."""
 
-    def __init__(self, f: Any, feed: Callable[[bytes], None]) -> None:
+    def __init__(self, f: Any, feed: Callable[[bytes], None], size: int = 0) -> None:
         self.f = f
         self.feed = feed
-        self.size = 0
+        self.size = size
 
     def write(self, data: bytes) -> int:
         self.f.write(data)
@@ -250,7 +350,7 @@ def open_device(selector: str | None, timeout_s: float) -> Iterator[BackupDevice
             continue
         try:
             prop_list = OperationCode.SEND_OBJECT_PROP_LIST in ops
-            yield BackupDevice(mtp, storage, prop_list=prop_list)
+            yield BackupDevice(mtp, storage, prop_list=prop_list, operations=frozenset(ops))
         finally:
             _close(mtp)
         return

@@ -51,8 +51,13 @@ class Progress:
         tty: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
         redraw_every: float = 0.1,
+        start: int = 0,
     ) -> None:
-        """``clock`` times the summary line; the bar redraws at most every ``redraw_every`` s."""
+        """``clock`` times the summary line; the bar redraws at most every ``redraw_every`` s.
+
+        ``start``: bytes already there (a resumed download): the bar begins
+        there, and the summary's speed counts only what this run moved.
+        """
         self.label = label
         self.total = total
         self.stream = stream if stream is not None else sys.stderr
@@ -60,9 +65,10 @@ class Progress:
         self.tty = self.stream.isatty() if tty is None else tty
         self.clock = clock
         self.started = clock()
-        self.done = 0
+        self.done = self.start = start
         self.bar = tqdm(
             total=total or None,  # 0: size unknown, a counter without a bar
+            initial=start,
             desc=label,
             file=self.stream,
             disable=not self.tty,
@@ -82,9 +88,11 @@ class Progress:
         """Clear the bar and print the summary line; returns it."""
         self.close()
         elapsed = max(self.clock() - self.started, 1e-6)
+        moved = self.done - self.start
+        resumed = f", resumed at {self.start} bytes" if self.start else ""
         text = (
-            f"{self.label}: {human_bytes(self.done)} ({self.done} bytes) in {elapsed:.1f} s, "
-            f"{self.done / elapsed / 1e6:.2f} MB/s" + (f" {what}" if what else "")
+            f"{self.label}: {human_bytes(self.done)} ({self.done} bytes{resumed}) in "
+            f"{elapsed:.1f} s, {moved / elapsed / 1e6:.2f} MB/s" + (f" {what}" if what else "")
         )
         print(text, file=self.summary, flush=True)
         return text

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import usb.core
 import usb.util
@@ -340,6 +340,35 @@ class UsbInitiator:
         if response.code != ResponseCode.OK:
             raise MTPError(OperationCode.GET_OBJECT, response.code)
 
+    def get_partial_object_to(
+        self,
+        handle: int,
+        offset: int,
+        length: int,
+        sink: IO[bytes],
+        progress: Progress | None = None,
+        wide: bool = True,
+    ) -> int:
+        """Up to ``length`` bytes of an object from ``offset`` into ``sink``; returns the count.
+
+        ``wide``: GetPartialObject64 (64-bit offset); otherwise GetPartialObject,
+        whose offset must fit in 32 bits.  ``length`` must fit in 32 bits either way.
+        """
+        if wide:
+            op = OperationCode.GET_PARTIAL_OBJECT_64
+            params: tuple[int, ...] = (handle, offset & 0xFFFFFFFF, offset >> 32, length)
+        else:
+            if offset > 0xFFFFFFFF:
+                raise ValueError("GetPartialObject cannot reach past 4 GiB")
+            op = OperationCode.GET_PARTIAL_OBJECT
+            params = (handle, offset, length)
+        counter = _Counter(sink)
+        self.send_command(op, *params)
+        _, response = self.read_data(cast("IO[bytes]", counter), progress)
+        if response.code != ResponseCode.OK:
+            raise MTPError(op, response.code)
+        return counter.size
+
     def _send_object_data(
         self, handle: int, source: IO[bytes], length: int, progress: Progress | None
     ) -> tuple[int, Response]:
@@ -398,3 +427,16 @@ class UsbInitiator:
 
     def delete_object(self, handle: int) -> None:
         self.transaction(OperationCode.DELETE_OBJECT, handle, 0)
+
+
+class _Counter:
+    """A sink that counts what it passes on."""
+
+    def __init__(self, sink: IO[bytes]) -> None:
+        self.sink = sink
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sink.write(data)
+        self.size += len(data)
+        return len(data)

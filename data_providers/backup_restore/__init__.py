@@ -18,13 +18,17 @@ shows it as an MTP storage.  The storage looks like this::
 The engine holds the device in backup mode from the moment a backup is
 prepared until the host is done: CloseSession, ResetDevice, an unplug and an
 idle timeout all bring it back to Normal, so a device is never left stuck in
-backup mode.
+backup mode.  A host cut off in the middle of an archive is the one bounded
+exception: the backup stays prepared for ``resume_window`` seconds, so the
+host's next session gets the same archive and reads the rest with
+GetPartialObject64 from where it stopped (``Restore/status.txt`` says so).
 
 Configured as::
 
     [providers.backup_restore]
     socket = "/run/backup-engine/engine.sock"
     idle_timeout = 300          # seconds without a read before leaving backup mode
+    resume_window = 300         # seconds a cut-off download can be resumed (0: off)
     description = "Backup & Restore"
     space_path = "/"            # free space reported, and checked before a restore
     recipients = ["age1..."]    # serve backups encrypted (<name>.mbak.age) to these keys

@@ -20,13 +20,20 @@ from engine.serverkit import (
 )
 
 T = TypeVar("T")
-KNOWN = "description, identity_file, idle_timeout, recipients, recipients_file, socket, space_path"
+KNOWN = (
+    "description, identity_file, idle_timeout, recipients, recipients_file, resume_window, "
+    "socket, space_path"
+)
+RESUME_WINDOW = 300.0
+"""Seconds a backup cut off in the middle of a download stays prepared by default."""
 
 
 @dataclass
 class Options:
     socket: str | None = None
     idle_timeout: float = 300.0
+    resume_window: float = RESUME_WINDOW
+    """How long a download cut off (unplug, session closed) can be resumed; 0: never."""
     description: str = "Backup & Restore"
     space_path: str = "/"
     recipients: list[X25519Recipient] = field(default_factory=list)
@@ -51,6 +58,17 @@ class Options:
                         f"{where}: must be a positive number of seconds, not {value!r}"
                     )
                 opts.idle_timeout = float(value)
+            elif key == "resume_window":
+                # 0 turns resuming off; inf would keep backup mode after an unplug for ever.
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, int | float)
+                    or not 0 <= value < float("inf")
+                ):
+                    raise ValueError(
+                        f"{where}: must be 0 (off) or a positive number of seconds, not {value!r}"
+                    )
+                opts.resume_window = float(value)
             elif key in ("socket", "description", "space_path"):
                 _check_string(where, value)
                 if key == "description" and len(value) > 254:

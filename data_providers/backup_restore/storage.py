@@ -184,6 +184,7 @@ class BackupRestoreProvider(DataProvider):
             spool_dir=state_dir / "backup-restore",
             socket=self.opts.socket,
             idle_timeout=self.opts.idle_timeout,
+            resume_window=self.opts.resume_window,
             space_path=self.opts.space_path,
             recipients=self.opts.recipients,
             identities=self.opts.identities,
@@ -198,5 +199,9 @@ class BackupRestoreProvider(DataProvider):
         await self.server.run(task_status=task_status)
 
     async def session_closed(self) -> None:
-        """CloseSession, ResetDevice and an unplug all end here: back to Normal."""
+        """CloseSession, ResetDevice and an unplug all end here: back to Normal.
+
+        Or, when the host stopped in the middle of an archive, the backup is
+        held for ``resume_window`` seconds so its next session reads the rest.
+        """
         await self.server.session_closed()
