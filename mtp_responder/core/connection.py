@@ -130,18 +130,22 @@ class ResponderConnection(_RoleConnection):
         if self._next_command is not None:
             command, self._next_command = self._next_command, None
             return command
-        if self._held is not None:
-            event: Event | object = self._held
-        else:
-            event = self._framing.next_event()
-            if event is NEED_DATA:
+        event = self._held
+        if event is None:
+            framed = self._framing.next_event()
+            if framed is NEED_DATA:
                 return NEED_DATA
-        assert isinstance(event, Event)
-        if self.state.phase is not Phase.IDLE and not self.state.allows(Role.INITIATOR, event):
+            assert isinstance(framed, Event)
+            event = framed
+        state = self.state
+        if state.phase is Phase.IDLE:
+            self._held = None
+            state.receive(event)
+        elif state.receive_if_allowed(event):
+            self._held = None
+        else:
             self._held = event
             return PAUSED
-        self._held = None
-        self.state.receive(event)
         if isinstance(event, Command) and self.state.abandoned is not None:
             self._next_command = event
             return ABANDONED

@@ -20,6 +20,10 @@ MAX_PARAMS = 5
 UNKNOWN_LENGTH = 0xFFFFFFFF
 
 _HEADER = struct.Struct("<IHHI")
+unpack_header = _HEADER.unpack_from
+"""``(length, type, code, transaction_id)`` of the header at the start of a
+buffer: one C call, for the framing's hot path."""
+_PARAMS = tuple(struct.Struct(f"<{count}I") for count in range(MAX_PARAMS + 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +63,9 @@ def data_header(code: int, transaction_id: int, payload_length: int) -> bytes:
     return _HEADER.pack(length, ContainerType.DATA, code, transaction_id)
 
 
-def parse_params(body: bytes | memoryview) -> tuple[int, ...]:
+def parse_params(body: bytes | bytearray | memoryview) -> tuple[int, ...]:
     """Parameters after a header; ``body`` must hold a multiple of 4 bytes."""
     count = len(body) // 4
+    if count <= MAX_PARAMS:
+        return _PARAMS[count].unpack_from(body)
     return struct.unpack_from(f"<{count}I", body)

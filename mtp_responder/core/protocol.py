@@ -24,7 +24,14 @@ from __future__ import annotations
 import enum
 
 from .codes import ContainerType, ResponseCode
-from .container import HEADER_SIZE, MAX_PARAMS, UNKNOWN_LENGTH, parse_header, parse_params
+from .container import (
+    HEADER_SIZE,
+    MAX_PARAMS,
+    UNKNOWN_LENGTH,
+    parse_header,
+    parse_params,
+    unpack_header,
+)
 from .events import (
     BadContainer,
     Command,
@@ -184,81 +191,89 @@ class Connection:
         return "command" if self.role is Role.RESPONDER else "response"
 
     def _feed_header(self, view: memoryview, end: bool) -> memoryview:
-        needed = HEADER_SIZE - len(self._buffer)
+        buffer = self._buffer
         if self._state is _State.PARAMS:
-            needed = self._header_length - len(self._buffer)
-        take, view = view[:needed], view[needed:]
-        self._buffer += take
-        if self._state in (_State.IDLE, _State.HEADER):
-            if len(self._buffer) < HEADER_SIZE:
-                self._state = _State.HEADER if self._buffer else _State.IDLE
+            needed = self._header_length - len(buffer)
+            buffer += view[:needed]
+            view = view[needed:]
+            if len(buffer) < self._header_length:
                 return view
-            header = parse_header(bytes(self._buffer))
-            self._header_length = header.length
-            self._header_code = header.code
-            self._header_tid = header.transaction_id
-            if header.type == self._params_type:
-                if (
-                    header.length < HEADER_SIZE
-                    or header.length > HEADER_SIZE + 4 * MAX_PARAMS
-                    or header.length % 4
-                ):
-                    self._bad(
-                        f"{self._params_name} container length {header.length} is invalid",
-                        ResponseCode.INVALID_PARAMETER,
-                        discard=not end or bool(view),
-                    )
-                    return memoryview(b"")
-                self._state = _State.PARAMS
-                if len(self._buffer) < self._header_length:
-                    return view
-            elif header.type == ContainerType.DATA:
-                self._buffer.clear()
-                if header.length == UNKNOWN_LENGTH:
-                    self._remaining = None
-                elif header.length < HEADER_SIZE:
-                    self._bad(
-                        f"data container length {header.length} is shorter than its header",
-                        ResponseCode.INVALID_DATASET,
-                        discard=True,
-                    )
-                    return memoryview(b"")
-                else:
-                    self._remaining = header.length - HEADER_SIZE
-                self._state = _State.DATA
-                self._payload_seen = False
-                self._header_in_transfer = True
-                self._events.append(DataStart(header.code, header.transaction_id, self._remaining))
-                if self._remaining == 0:
-                    self._finish_data(complete=True)
-                    return self._after_data(view)
+            return self._params_done(
+                parse_params(buffer[HEADER_SIZE : self._header_length]), view, end
+            )
+        if buffer or len(view) < HEADER_SIZE:
+            # A header split across reads: gather it first.
+            needed = HEADER_SIZE - len(buffer)
+            buffer += view[:needed]
+            view = view[needed:]
+            if len(buffer) < HEADER_SIZE:
+                self._state = _State.HEADER if buffer else _State.IDLE
                 return view
-            else:
+            header: bytearray | memoryview = buffer
+        else:
+            # The usual case: the whole header is in this read, parsed in place.
+            header, view = view, view[HEADER_SIZE:]
+        length, type_, code, tid = unpack_header(header)
+        self._header_length = length
+        self._header_code = code
+        self._header_tid = tid
+        if type_ == self._params_type:
+            if length < HEADER_SIZE or length > HEADER_SIZE + 4 * MAX_PARAMS or length % 4:
                 self._bad(
-                    f"unexpected container type {header.type}",
-                    ResponseCode.GENERAL_ERROR,
+                    f"{self._params_name} container length {length} is invalid",
+                    ResponseCode.INVALID_PARAMETER,
+                    discard=not end or bool(view),
+                )
+                return memoryview(b"")
+            body = length - HEADER_SIZE
+            if not buffer and len(view) >= body:
+                return self._params_done(parse_params(view[:body]), view[body:], end)
+            if not buffer:
+                buffer += header[:HEADER_SIZE]
+            self._state = _State.PARAMS
+            return self._feed_header(view, end)
+        if type_ == ContainerType.DATA:
+            buffer.clear()
+            if length == UNKNOWN_LENGTH:
+                self._remaining = None
+            elif length < HEADER_SIZE:
+                self._bad(
+                    f"data container length {length} is shorter than its header",
+                    ResponseCode.INVALID_DATASET,
                     discard=True,
                 )
                 return memoryview(b"")
-        # A complete command (response) container.
-        if len(self._buffer) >= self._header_length:
-            params = parse_params(bytes(self._buffer[HEADER_SIZE : self._header_length]))
-            self._buffer.clear()
-            self._state = _State.IDLE
-            if self.role is Role.RESPONDER:
-                self._events.append(Command(self._header_code, self._header_tid, params))
             else:
-                self._events.append(Response(self._header_code, self._header_tid, params))
-            if view:
-                # Bytes after a command in the same transfer: the peer packed
-                # two containers in one transfer, or the length lied.
-                self._bad(
-                    f"trailing bytes after a {self._params_name} container",
-                    ResponseCode.INVALID_PARAMETER,
-                    discard=not end,
-                    replace_last=True,
-                )
-                return memoryview(b"")
+                self._remaining = length - HEADER_SIZE
+            self._state = _State.DATA
+            self._payload_seen = False
+            self._header_in_transfer = True
+            self._events.append(DataStart(code, tid, self._remaining))
+            if self._remaining == 0:
+                self._finish_data(complete=True)
+                return self._after_data(view)
+            return view
+        self._bad(f"unexpected container type {type_}", ResponseCode.GENERAL_ERROR, discard=True)
+        return memoryview(b"")
+
+    def _params_done(self, params: tuple[int, ...], view: memoryview, end: bool) -> memoryview:
+        """A complete command (response) container; ``view`` is what followed it."""
+        self._buffer.clear()
+        self._state = _State.IDLE
+        if self.role is Role.RESPONDER:
+            self._events.append(Command(self._header_code, self._header_tid, params))
+        else:
+            self._events.append(Response(self._header_code, self._header_tid, params))
+        if view:
+            # Bytes after a command in the same transfer: the peer packed
+            # two containers in one transfer, or the length lied.
+            self._bad(
+                f"trailing bytes after a {self._params_name} container",
+                ResponseCode.INVALID_PARAMETER,
+                discard=not end,
+                replace_last=True,
+            )
+            return memoryview(b"")
         return view
 
     def _feed_data(self, view: memoryview, end: bool) -> memoryview:

@@ -47,6 +47,11 @@ class RemoteProtocolError(ProtocolError):
 class Phase(enum.Enum):
     """Where the one transaction on the pipes stands."""
 
+    # Members are unique objects: hashing them by identity keeps every
+    # table lookup in C (Enum's own hash is a Python call per lookup, and a
+    # transaction makes a dozen).
+    __hash__ = object.__hash__
+
     IDLE = "idle"
     """No transaction open: the next container is a command."""
     COMMAND = "command"
@@ -65,6 +70,8 @@ class Phase(enum.Enum):
 class Kind(enum.Enum):
     """An event as the table sees it: its type, and whether its transaction
     id is the open transaction's (or, for a command, the next one's)."""
+
+    __hash__ = object.__hash__
 
     COMMAND = "command"
     NEXT_COMMAND = "command of the next transaction before any data byte"
@@ -124,6 +131,29 @@ TOLERATED: dict[tuple[Phase, Kind], Phase] = {
 }
 """(phase, event) -> next phase: the initiator's mistakes a responder absorbs."""
 
+Steps = dict[tuple[Phase, Kind], Phase]
+
+
+def steps_of(sender: Role, tolerant: bool) -> Steps:
+    """What :data:`TRANSITIONS` (and, if ``tolerant``, :data:`TOLERATED`)
+    allow ``sender``, keyed by (phase, event) alone.
+
+    Each :class:`TransactionState` picks its two tables once, so checking an
+    event is one lookup of two identity-hashed members.
+    """
+    table = {
+        (phase, kind): step for (phase, who, kind), step in TRANSITIONS.items() if who is sender
+    }
+    if tolerant:
+        for key, step in TOLERATED.items():
+            table.setdefault(key, step)
+    return table
+
+
+_STEPS: dict[tuple[Role, bool], Steps] = {
+    (sender, tolerant): steps_of(sender, tolerant) for sender in Role for tolerant in (False, True)
+}
+
 
 @dataclass(slots=True)
 class _DataCount:
@@ -154,6 +184,10 @@ class TransactionState:
         (the host sent it where a data phase or its first byte was due),
         else ``None``."""
         self._data: _DataCount | None = None
+        self._peer = role.peer
+        self._own_steps = _STEPS[role, False]
+        # A responder absorbs the initiator's tolerated mistakes.
+        self._peer_steps = _STEPS[self._peer, role is Role.RESPONDER]
 
     def reset(self) -> None:
         """Forget the open transaction (cancel, device reset, unplug)."""
@@ -174,7 +208,21 @@ class TransactionState:
 
     def receive(self, event: Event) -> None:
         """``event`` came from the peer; raises RemoteProtocolError."""
-        self._process(self.role.peer, event)
+        self._process(self._peer, event)
+
+    def receive_if_allowed(self, event: Event) -> bool:
+        """Receive ``event`` if the peer may send it now, else change nothing.
+
+        The same as ``allows(peer, event)`` followed by ``receive(event)``,
+        with the event classified once.
+        """
+        kind = self._kind(event)
+        step = self._peer_steps.get((self.phase, kind))
+        if step is None:
+            return False
+        self._count(RemoteProtocolError, kind, event)
+        self._enter(step, kind, event)
+        return True
 
     def allows(self, sender: Role, event: Event) -> bool:
         """Whether ``sender`` may put ``event`` on the pipes now."""
@@ -183,6 +231,8 @@ class TransactionState:
     # -- internals ------------------------------------------------------------
 
     def _kind(self, event: Event) -> Kind:
+        if isinstance(event, DataChunk):  # the most frequent by far
+            return Kind.DATA_CHUNK
         open_tid = self.transaction_id if self.phase is not Phase.IDLE else None
         if isinstance(event, Command):
             data = self._data
@@ -197,8 +247,6 @@ class TransactionState:
             if open_tid is not None and event.transaction_id != open_tid:
                 return Kind.FOREIGN_DATA_START
             return Kind.DATA_START
-        if isinstance(event, DataChunk):
-            return Kind.DATA_CHUNK
         if isinstance(event, DataEnd):
             return Kind.DATA_END
         if isinstance(event, Response):
@@ -214,10 +262,8 @@ class TransactionState:
         raise TypeError(f"not an MTP event: {event!r}")
 
     def _next_phase(self, sender: Role, kind: Kind) -> Phase | None:
-        step = TRANSITIONS.get((self.phase, sender, kind))
-        if step is None and self.role is Role.RESPONDER and sender is Role.INITIATOR:
-            step = TOLERATED.get((self.phase, kind))
-        return step
+        steps = self._own_steps if sender is self.role else self._peer_steps
+        return steps.get((self.phase, kind))
 
     def _process(self, sender: Role, event: Event) -> None:
         error = LocalProtocolError if sender is self.role else RemoteProtocolError
@@ -244,11 +290,10 @@ class TransactionState:
         Only our own side is held to it: an incoming phase that ends short is
         an ordinary IncompleteTransfer, which the framing reports.
         """
-        if self._data is None or self._data.announced is None:
+        if error is not LocalProtocolError or self._data is None or self._data.announced is None:
             return
         remaining = self._data.announced - self._data.seen
-        local = error is LocalProtocolError
-        if kind is Kind.DATA_CHUNK and local:
+        if kind is Kind.DATA_CHUNK:
             assert isinstance(event, DataChunk)
             if len(event.data) > remaining:
                 raise error(
@@ -256,14 +301,17 @@ class TransactionState:
                     f"{self.phase.value!r}: only {remaining} of the announced "
                     f"{self._data.announced} remain"
                 )
-        elif kind is Kind.DATA_END and local and remaining:
+        elif kind is Kind.DATA_END and remaining:
             raise error(
                 f"{self.role.value} sent an end of data in phase {self.phase.value!r}: "
                 f"{remaining} of the announced {self._data.announced} bytes are missing"
             )
 
     def _enter(self, step: Phase, kind: Kind, event: Event) -> None:
-        if kind is Kind.COMMAND:
+        if kind is Kind.DATA_CHUNK:
+            assert self._data is not None and isinstance(event, DataChunk)
+            self._data.seen += len(event.data)
+        elif kind is Kind.COMMAND:
             assert isinstance(event, Command)
             self.abandoned = self.transaction_id if self.phase is Phase.COMMAND else None
             self.transaction_id, self.code = event.transaction_id, event.code
@@ -277,9 +325,6 @@ class TransactionState:
             if self.phase is Phase.IDLE:  # stray: the data names the transaction
                 self.transaction_id, self.code = event.transaction_id, event.code
             self._data = _DataCount(event.transaction_id, event.length)
-        elif kind is Kind.DATA_CHUNK:
-            assert self._data is not None and isinstance(event, DataChunk)
-            self._data.seen += len(event.data)
         elif kind is Kind.DATA_END:
             self._data = None
             if self.phase is Phase.STRAY_DATA and self.transaction_id == self.last_answered:
