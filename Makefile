@@ -95,7 +95,7 @@ bench: install apt
 # small fixed-seed one) and a bounded soak; neither is part of `make test`.
 FUZZ_EXAMPLES ?= 20000
 fuzz: install
-	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VPY) -m pytest -p no:cacheprovider --timeout=0 -q tests/fuzz tests/obex/test_fuzz_packets.py
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VPY) -m pytest -p no:cacheprovider --timeout=0 -q tests/fuzz tests/obex/test_fuzz_packets.py tests/obex_server/test_fuzz_server.py
 
 SOAK_SECONDS ?= 1200
 soak: install
