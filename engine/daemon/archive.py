@@ -21,8 +21,10 @@ import json
 import os
 import threading
 import time
+import weakref
+from array import array
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from .. import __version__
@@ -40,8 +42,127 @@ from ..mbak.manifest import (
     stream_member,
 )
 from ..mbak.snapshot import FileRecord
-from ..mbak.tar import ZERO_BLOCK, member_header, padding
+from ..mbak.tar import ZERO_BLOCK, member_header, member_header_bytes, member_header_size, padding
 from ..types import TransferType
+
+# ---------------------------------------------------------------- file tables
+
+
+class FileTable:
+    """The records of one listing, packed: one name blob and arrays of numbers.
+
+    A plan of many files must not cost an object graph per file (a backup of
+    100,000 files is prepared for several archives at once, and kept while the
+    host reads them). Names are stored as the bytes the archive carries (UTF-8,
+    undecodable bytes as on disk), directories ending in ``/``.
+    """
+
+    __slots__ = ("__weakref__", "modes", "mtimes", "name_end", "names", "root", "sizes")
+
+    def __init__(self, root: bytes, records: Iterable[FileRecord]) -> None:
+        self.root = root
+        blob = bytearray()
+        self.name_end = array("q")
+        self.sizes = array("q")
+        self.mtimes = array("q")
+        self.modes = array("l")
+        for r in records:
+            blob += r.path.encode("utf-8", "surrogateescape")
+            self.name_end.append(len(blob))
+            self.sizes.append(0 if r.is_dir else r.size)
+            self.mtimes.append(r.mtime_ns)
+            self.modes.append(r.mode)
+        self.names = bytes(blob)
+
+    def __len__(self) -> int:
+        return len(self.name_end)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, FileTable)
+            and self.root == other.root
+            and self.names == other.names
+            and self.name_end == other.name_end
+            and self.sizes == other.sizes
+            and self.mtimes == other.mtimes
+            and self.modes == other.modes
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def name(self, i: int) -> bytes:
+        return self.names[self.name_end[i - 1] if i else 0 : self.name_end[i]]
+
+    def path(self, i: int) -> bytes:
+        """The file on disk (directories without their trailing ``/``)."""
+        return os.path.join(self.root, self.name(i).rstrip(b"/"))
+
+    def is_dir(self, i: int) -> bool:
+        return self.names[self.name_end[i] - 1] == 0x2F
+
+    def display(self, i: int) -> str:
+        return self.name(i).decode("utf-8", "surrogateescape")
+
+
+class FileLayout:
+    """Where each member of a table lies in a stream whose names start with ``prefix``.
+
+    ``starts[i]`` is member ``i``'s offset from the first member, ``starts[-1]`` the
+    layout's size: the header sizes are computed once, the headers themselves
+    only when a reader reaches them.
+    """
+
+    __slots__ = ("__weakref__", "content", "prefix", "starts", "table")
+
+    def __init__(self, table: FileTable, prefix: bytes) -> None:
+        self.table = table
+        self.prefix = prefix
+        starts = array("q", [0])
+        pos = 0
+        content = 0
+        names, ends, sizes, mtimes = table.names, table.name_end, table.sizes, table.mtimes
+        begin = 0
+        for i in range(len(table)):
+            end = ends[i]
+            name = names[begin:end]
+            begin = end
+            is_dir = name[-1] == 0x2F
+            size = sizes[i]
+            pos += member_header_size(prefix + name, size, mtimes[i], is_dir) + size
+            pos += padding(size)
+            content += size
+            starts.append(pos)
+        self.starts = starts
+        self.content = content
+
+    def header(self, i: int) -> bytes:
+        t = self.table
+        return member_header_bytes(
+            self.prefix + t.name(i), t.sizes[i], t.mtimes[i], t.modes[i], t.is_dir(i)
+        )
+
+
+_last_layout: weakref.ref[FileLayout] | None = None
+_layout_lock = threading.Lock()
+
+
+def file_layout(root: bytes, records: Iterable[FileRecord], prefix: bytes) -> FileLayout:
+    """The layout of ``records``, shared with the previous one when it is the same.
+
+    The engine plans a listing into several archives in a row (the full archive
+    and the owner's own); they get one table and one layout between them.
+    """
+    global _last_layout
+    table = FileTable(root, records)
+    with _layout_lock:
+        last = _last_layout() if _last_layout is not None else None
+        if last is not None and last.prefix == prefix and last.table == table:
+            return last
+    layout = FileLayout(table, prefix)
+    with _layout_lock:
+        _last_layout = weakref.ref(layout)
+    return layout
+
 
 # ---------------------------------------------------------------- segments
 
@@ -64,23 +185,14 @@ class BytesSegment(Segment):
         self.data = data
 
 
-class FileSegment(Segment):
-    """A passive file member: header rebuilt on demand, content read from disk."""
+class FileRun(Segment):
+    """Passive file members, in a row: headers built on demand, content read from disk."""
 
-    __slots__ = ("header_len", "name", "path", "record")
+    __slots__ = ("layout",)
 
-    def __init__(self, name: str, path: bytes, record: FileRecord, stream: int) -> None:
-        hdr = member_header(name, record.size, record.mtime_ns, record.mode, record.is_dir)
-        size = record.size if not record.is_dir else 0
-        super().__init__(len(hdr) + size + padding(size), stream)
-        self.header_len = len(hdr)
-        self.name = name
-        self.path = path
-        self.record = record
-
-    def header(self) -> bytes:
-        r = self.record
-        return member_header(self.name, r.size, r.mtime_ns, r.mode, r.is_dir)
+    def __init__(self, layout: FileLayout, stream: int) -> None:
+        super().__init__(layout.starts[-1], stream)
+        self.layout = layout
 
 
 class SpoolSegment(Segment):
@@ -116,16 +228,33 @@ def bytes_member(name: str, data: bytes, mtime_ns: int, stream: int = -1) -> Byt
 # ---------------------------------------------------------------- the plan
 
 
-@dataclass
 class _Digest:
-    pos: int
-    end: int
-    hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
-    hexdigest: str | None = None
+    """One stream's SHA-256, fed in order; ``pos`` is how far it has been claimed."""
+
+    __slots__ = ("end", "hasher", "hexdigest", "pos")
+
+    def __init__(self, pos: int, end: int) -> None:
+        self.pos = pos
+        self.end = end
+        self.hasher = hashlib.sha256()
+        self.hexdigest: str | None = None
+        if pos == end:
+            self.hexdigest = self.hasher.hexdigest()
+
+
+def _hash(d: _Digest, data: memoryview, last: bool) -> None:
+    d.hasher.update(data)
+    if last:
+        d.hexdigest = d.hasher.hexdigest()
 
 
 class ArchivePlan:
-    """A prepared archive: exact size, random access, digests computed as it streams."""
+    """A prepared archive: exact size, random access, digests computed as it streams.
+
+    Hashing runs on one worker thread per plan, in the order the bytes were
+    claimed, while the reader goes on producing (hashlib releases the GIL on
+    large buffers): the stream is not held up by its digest.
+    """
 
     def __init__(
         self,
@@ -138,7 +267,7 @@ class ArchivePlan:
         self.segments = segments
         self.streams = streams
         self.manifest = manifest
-        self.starts: list[int] = []
+        self.starts = array("q")
         pos = 0
         for s in segments:
             self.starts.append(pos)
@@ -146,26 +275,36 @@ class ArchivePlan:
         self.size = pos
         self._lock = threading.Lock()
         self._digests = [_Digest(st.start, st.end) for st in streams]
-        for d in self._digests:
-            if d.pos == d.end:
-                d.hexdigest = d.hasher.hexdigest()
+        self._hasher: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
         self.changed: set[int] = set()
         self.changed_paths: list[str] = []
 
     # -- digests
-    def _feed(self, offset: int, data: bytes | memoryview, stream: int) -> None:
+    def _feed(self, offset: int, data: memoryview, stream: int) -> None:
+        """Hash ``data`` (a view of immutable bytes) if it is the next piece of its stream."""
         if stream < 0:
             return
         d = self._digests[stream]
         with self._lock:
-            if d.hexdigest is not None:
+            if d.hexdigest is not None or d.pos >= d.end:
                 return
             end = offset + len(data)
-            if offset <= d.pos < end:
-                d.hasher.update(data[d.pos - offset :])
-                d.pos = end
-                if d.pos >= d.end:
-                    d.hexdigest = d.hasher.hexdigest()
+            if not offset <= d.pos < end:
+                return
+            view = data[d.pos - offset :]
+            d.pos = end
+            last = d.pos >= d.end
+            if self._hasher is None:
+                self._hasher = ThreadPoolExecutor(1, thread_name_prefix="archive-digest")
+            self._pending = self._hasher.submit(_hash, d, view, last)
+
+    def _drain(self) -> None:
+        """Wait until every claimed piece has been hashed."""
+        with self._lock:
+            pending = self._pending
+        if pending is not None:
+            pending.result()
 
     def _mark_changed(self, stream: int, what: str) -> None:
         with self._lock:
@@ -177,18 +316,22 @@ class ArchivePlan:
     def ensure_digests(self) -> None:
         """Hash every stream a reader skipped, resuming where hashing stopped."""
         for i, d in enumerate(self._digests):
-            while d.hexdigest is None:
+            while True:
                 with self._lock:
                     pos = d.pos
+                if pos >= d.end:
+                    break
                 cur = PlanCursor(self, pos, hash_only=i)
                 try:
-                    while d.hexdigest is None and cur.pos < d.end:
+                    while cur.pos < d.end:
                         if not cur.read(min(1 << 20, d.end - cur.pos)):
                             break
                 finally:
                     cur.close()
+        self._drain()
 
     def digest(self, index: int) -> str | None:
+        self._drain()
         return self._digests[index].hexdigest
 
     def trailer_bytes(self) -> bytes:
@@ -206,7 +349,12 @@ class ArchivePlan:
 
 
 class PlanCursor:
-    """Sequential reader over a plan from any offset; blocking, run it in a thread."""
+    """Sequential reader over a plan from any offset; blocking, run it in a thread.
+
+    Each read fills one buffer the cursor keeps (file content lands there with
+    ``preadv``) and returns it as one ``bytes``: no object per block, no
+    concatenation.
+    """
 
     def __init__(self, plan: ArchivePlan, offset: int, hash_only: int | None = None) -> None:
         if not 0 <= offset <= plan.size:
@@ -214,115 +362,179 @@ class PlanCursor:
         self.plan = plan
         self.pos = offset
         self._fd: int | None = None
-        self._fd_seg = -1
-        self._hdr_seg = -1
+        self._fd_key: tuple[int, int] = (-1, -1)
+        self._hdr_key: tuple[int, int] = (-1, -1)
         self._hdr = b""
         self._trailer: bytes | None = None
         self._hash_only = hash_only
+        self._buf = bytearray()
 
     def close(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-            self._fd_seg = -1
+            fd, self._fd = self._fd, None
+            self._fd_key = (-1, -1)
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def read(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` from the current position; b"" at the end."""
-        out = bytearray()
         plan = self.plan
-        while len(out) < max_bytes and self.pos < plan.size:
-            idx = plan.segment_at(self.pos)
+        want = min(max_bytes, plan.size - self.pos)
+        if want <= 0:
+            return b""
+        if len(self._buf) < want:
+            self._buf = bytearray(want)
+        mv = memoryview(self._buf)
+        filled = 0
+        fed: list[tuple[int, int, int]] = []
+        while filled < want:
+            idx = plan.segment_at(self.pos + filled)
             seg = plan.segments[idx]
-            off = self.pos - plan.starts[idx]
-            want = min(max_bytes - len(out), seg.size - off)
-            piece = self._produce(idx, seg, off, want)
+            off = self.pos + filled - plan.starts[idx]
+            n = min(want - filled, seg.size - off)
+            self._produce(idx, seg, off, mv[filled : filled + n])
             if seg.stream >= 0:
-                plan._feed(self.pos, piece, seg.stream)
-            out += piece
-            self.pos += len(piece)
+                fed.append((filled, n, seg.stream))
+            filled += n
             if self._hash_only is not None and seg.stream != self._hash_only:
                 break
-        return bytes(out)
+        out = bytes(mv[:filled])
+        mv.release()
+        if fed:
+            view = memoryview(out)
+            for start, n, stream in fed:
+                plan._feed(self.pos + start, view[start : start + n], stream)
+        self.pos += filled
+        return out
 
-    def _produce(self, idx: int, seg: Segment, off: int, want: int) -> bytes:
-        if isinstance(seg, BytesSegment):
-            return seg.data[off : off + want]
-        if isinstance(seg, FileSegment):
-            return self._produce_file(idx, seg, off, want)
-        if isinstance(seg, SpoolSegment):
-            return self._produce_member(idx, seg.hdr, seg.content_size, seg.path, off, want)
-        if isinstance(seg, TrailerSegment):
+    def _produce(self, idx: int, seg: Segment, off: int, dst: memoryview) -> None:
+        if isinstance(seg, FileRun):
+            self._produce_run(idx, seg, off, dst)
+        elif isinstance(seg, BytesSegment):
+            dst[:] = seg.data[off : off + len(dst)]
+        elif isinstance(seg, SpoolSegment):
+            key = (idx, 0)
+            self._produce_member(key, seg.hdr, seg.content_size, os.fsencode(seg.path), off, dst)
+        elif isinstance(seg, TrailerSegment):
             if self._trailer is None:
                 body = self.plan.trailer_bytes()
                 self._trailer = seg.hdr + body + bytes(padding(len(body)))
-            return self._trailer[off : off + want]
-        raise AssertionError(type(seg))
+            dst[:] = self._trailer[off : off + len(dst)]
+        else:
+            raise AssertionError(type(seg))
+
+    def _produce_run(self, idx: int, seg: FileRun, off: int, dst: memoryview) -> None:
+        layout = seg.layout
+        starts = layout.starts
+        i = bisect.bisect_right(starts, off) - 1
+        done = 0
+        while done < len(dst):
+            rel = off + done - starts[i]
+            n = min(len(dst) - done, starts[i + 1] - starts[i] - rel)
+            key = (idx, i)
+            if self._hdr_key != key:
+                self._hdr = layout.header(i)
+                self._hdr_key = key
+            t = layout.table
+            self._produce_member(
+                key,
+                self._hdr,
+                t.sizes[i],
+                t.path(i),
+                rel,
+                dst[done : done + n],
+                (seg.stream, t.mtimes[i], t, i),
+            )
+            done += n
+            i += 1
 
     def _produce_member(
-        self, idx: int, hdr: bytes, size: int, path: Path, off: int, want: int
-    ) -> bytes:
-        out = bytearray()
+        self,
+        key: tuple[int, int],
+        hdr: bytes,
+        size: int,
+        path: bytes,
+        off: int,
+        dst: memoryview,
+        planned: tuple[int, int, FileTable, int] | None = None,
+    ) -> None:
+        """Header, content and padding of one member, from ``off``, into ``dst``."""
+        pos = 0
+        want = len(dst)
         if off < len(hdr):
-            out += hdr[off : off + want]
-            off += len(out)
+            piece = hdr[off : off + want]
+            dst[: len(piece)] = piece
+            pos = len(piece)
+            off += pos
         rel = off - len(hdr)
-        if len(out) < want and rel < size:
-            n = min(want - len(out), size - rel)
-            out += self._read_content(idx, os.fsencode(path), rel, n, None, -1)
-        if len(out) < want:
-            out += bytes(want - len(out))
-        return bytes(out)
-
-    def _produce_file(self, idx: int, seg: FileSegment, off: int, want: int) -> bytes:
-        out = bytearray()
-        if off < seg.header_len:
-            if self._hdr_seg != idx:
-                self._hdr = seg.header()
-                self._hdr_seg = idx
-            out += self._hdr[off : off + want]
-            off += len(out)
-        rel = off - seg.header_len
-        size = 0 if seg.record.is_dir else seg.record.size
-        if len(out) < want and rel < size:
-            n = min(want - len(out), size - rel)
-            out += self._read_content(idx, seg.path, rel, n, seg.record, seg.stream)
-        if len(out) < want:
-            out += bytes(want - len(out))
-        return bytes(out)
+        if pos < want and rel < size:
+            n = min(want - pos, size - rel)
+            self._read_content(key, path, rel, dst[pos : pos + n], size, planned)
+            pos += n
+        if pos < want:
+            dst[pos:] = bytes(want - pos)
 
     def _read_content(
-        self, idx: int, path: bytes, rel: int, n: int, record: FileRecord | None, stream: int
-    ) -> bytes:
+        self,
+        key: tuple[int, int],
+        path: bytes,
+        rel: int,
+        dst: memoryview,
+        size: int,
+        planned: tuple[int, int, FileTable, int] | None,
+    ) -> None:
         """Planned bytes of a file: what it holds, padded/truncated to the planned size.
 
         A file whose size or mtime no longer match the plan (or that vanished) is
         still served at its planned size so every later offset stays valid, and its
         stream is flagged ``C`` in the trailer; restore refuses flagged streams.
         """
-        if self._fd_seg != idx:
+        if self._fd_key != key:
             self.close()
+            self._fd_key = key
             try:
                 self._fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                self._fd_seg = idx
-                if record is not None:
-                    st = os.fstat(self._fd)
-                    if st.st_size != record.size or st.st_mtime_ns != record.mtime_ns:
-                        self.plan._mark_changed(stream, record.path)
             except OSError as e:
-                self._fd = None
-                self._fd_seg = idx
-                if record is not None:
-                    self.plan._mark_changed(stream, record.path)
+                if planned is not None:
+                    self._changed(planned)
                 elif e.errno != errno.ENOENT:
                     raise
-        if self._fd is None:
-            return bytes(n)
-        data = os.pread(self._fd, n, rel)
-        if len(data) < n:
-            if record is not None:
-                self.plan._mark_changed(stream, record.path)
-            data += bytes(n - len(data))
-        return data
+            else:
+                if planned is not None:
+                    st = os.fstat(self._fd)
+                    if st.st_size != size or st.st_mtime_ns != planned[1]:
+                        self._changed(planned)
+                if size >= _ADVISE_FROM:
+                    _advise_sequential(self._fd)
+        n = len(dst)
+        got = 0
+        if self._fd is not None:
+            while got < n:
+                r = os.preadv(self._fd, [dst[got:]], rel + got)
+                if r <= 0:
+                    break
+                got += r
+        if got < n:
+            if self._fd is not None and planned is not None:
+                self._changed(planned)
+            dst[got:] = bytes(n - got)
+
+    def _changed(self, planned: tuple[int, int, FileTable, int]) -> None:
+        stream, _mtime, table, i = planned
+        self.plan._mark_changed(stream, table.display(i))
+
+
+_ADVISE_FROM = 1 << 20
+"""Files from this size on are announced as read sequentially (read-ahead)."""
+
+
+def _advise_sequential(fd: int) -> None:
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    except (OSError, AttributeError):
+        pass
 
 
 # ---------------------------------------------------------------- building
@@ -365,12 +577,14 @@ class PlanBuilder:
         drive's root for its public files.
         """
         assert self._cur is not None
-        prefix = self._cur.member
-        root = os.fsencode(root_dir)
-        for r in records:
-            path = os.path.join(root, os.fsencode(r.path.rstrip("/")))
-            name = f"{prefix}/{r.path}"
-            self._add(FileSegment(name, path, r, self._cur.index), 0 if r.is_dir else r.size)
+        prefix = self._cur.member.encode("utf-8", "surrogateescape") + b"/"
+        layout = file_layout(os.fsencode(root_dir), records, prefix)
+        if not len(layout.table):
+            return
+        self._segments.append(FileRun(layout, self._cur.index))
+        self._cur.size += layout.starts[-1]
+        self._cur.entries += len(layout.table)
+        self._cur.content_bytes += layout.content
 
     def add_spooled(self, path: Path, size: int | None = None) -> None:
         assert self._cur is not None
@@ -383,8 +597,8 @@ class PlanBuilder:
         st = self.begin_stream(entry.sid, entry.drive, entry.ttype, entry.area)
         for seg in other:
             copy: Segment
-            if isinstance(seg, FileSegment):
-                copy = FileSegment(seg.name, seg.path, seg.record, st.index)
+            if isinstance(seg, FileRun):
+                copy = FileRun(seg.layout, st.index)
             elif isinstance(seg, SpoolSegment):
                 copy = SpoolSegment(st.member, seg.path, seg.content_size, self.mtime_ns, st.index)
             else:

@@ -19,7 +19,7 @@ from ..mbak.manifest import StreamEntry
 from ..mbak.snapshot import MAX_SNAPSHOT_BYTES, FileRecord, Snapshot
 from ..mbak.tar import MemberData, MemberEnd, MemberInfo, MemberStart, TarParser
 from ..types import TransferType, format_sid
-from .archive import ArchivePlan, FileSegment, PlanCursor, Segment
+from .archive import ArchivePlan, FileRun, PlanCursor, Segment, file_layout
 from .restore import PassiveStage
 
 
@@ -32,12 +32,8 @@ class PassiveSource:
 
     @classmethod
     def for_files(cls, private_dir: Path, records: list[FileRecord]) -> PassiveSource:
-        root = os.fsencode(private_dir)
-        segs: list[Segment] = [
-            FileSegment(r.path, os.path.join(root, os.fsencode(r.path.rstrip("/"))), r, -1)
-            for r in records
-        ]
-        return cls(segs)
+        layout = file_layout(os.fsencode(private_dir), records, b"")
+        return cls([FileRun(layout, -1)] if len(layout.table) else [])
 
     @property
     def finished(self) -> bool:
