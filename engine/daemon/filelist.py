@@ -84,65 +84,95 @@ def passive_file_list(
     ex = ExcludeSet(excludes)
     skip = set(always_excluded)
     out: dict[str, FileRecord] = {}
-    root = os.fsencode(private_dir)
+    root = os.fsdecode(private_dir)
 
     def excluded(rel: str) -> bool:
         return rel.rstrip("/") in skip or globally_excluded(rel) or ex.matches(rel)
 
+    walker = _Walker(out, ex, skip)
     for inc in includes:
         rel = inc.rstrip("/")
         if rel and excluded(rel):
             continue
-        full = os.path.join(root, os.fsencode(rel)) if rel else root
+        full = os.path.join(root, rel) if rel else root
         try:
             st = os.lstat(full)
         except OSError:
             continue
         if stat.S_ISDIR(st.st_mode):
-            _walk(full, rel, out, excluded)
+            walker.walk(full, rel)
         elif stat.S_ISREG(st.st_mode) and not inc.endswith("/"):
             out[rel] = FileRecord(rel, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
     return [out[k] for k in sorted(out)]
 
 
-def _walk(
-    full: bytes,
-    rel: str,
-    out: dict[str, FileRecord],
-    excluded: object,
-) -> int:
-    """Add the subtree to ``out``; returns how many entries it contributed."""
-    assert callable(excluded)
-    added = 0
-    try:
-        with os.scandir(full) as it:
-            entries = sorted(it, key=lambda e: e.name)
-    except OSError as err:
-        log.warning("cannot list %r: %s", full, err)
-        return 0
-    for e in entries:
-        name = os.fsdecode(e.name)
-        crel = f"{rel}/{name}" if rel else name
-        if excluded(crel):
-            continue
+_S_IFMT = 0o170000
+_S_IFREG = 0o100000
+_S_IFDIR = 0o040000
+
+
+class _Walker:
+    """One ``scandir`` pass per directory, each entry's ``lstat`` taken once.
+
+    A directory is only walked when it passed the exclusion checks, so below it
+    only each entry's own path needs checking (its ancestors are known to be in
+    scope); ``NoBackup`` is only looked for at the top of the private directory.
+    """
+
+    def __init__(self, out: dict[str, FileRecord], ex: ExcludeSet, skip: set[str]) -> None:
+        self.out = out
+        self.ex = ex
+        self.skip = skip
+        self.checks = bool(skip or ex.exact or ex.globs)
+
+    def excluded(self, crel: str, top: bool) -> bool:
+        if top and crel.lower() in GLOBAL_EXCLUDED_TOP:
+            return True
+        if not self.checks:
+            return False
+        if crel in self.skip or crel in self.ex.exact:
+            return True
+        return any(fnmatch.fnmatchcase(crel, g) for g in self.ex.globs)
+
+    def walk(self, full: str, rel: str) -> int:
+        """Add the subtree to ``out``; returns how many entries it contributed."""
         try:
-            st = e.stat(follow_symlinks=False)
-        except OSError:
-            continue
-        m = st.st_mode
-        if stat.S_ISREG(m):
-            if crel not in out:
-                out[crel] = FileRecord(crel, st.st_size, st.st_mtime_ns, stat.S_IMODE(m))
-            added += 1
-        elif stat.S_ISDIR(m):
-            # Every directory is listed (not only empty ones) so that restore
-            # reproduces directory modes and mtimes as well.
-            key = crel + "/"
-            out[key] = FileRecord(key, 0, st.st_mtime_ns, stat.S_IMODE(m))
-            added += 1 + _walk(e.path, crel, out, excluded)
-        else:
-            log.info("skipping non-regular file %s", crel)
-    return added
+            with os.scandir(full) as it:
+                entries = sorted(it, key=_name)
+        except OSError as err:
+            log.warning("cannot list %r: %s", full, err)
+            return 0
+        out = self.out
+        top = not rel
+        base = rel + "/" if rel else ""
+        added = 0
+        for e in entries:
+            crel = base + e.name
+            if (top or self.checks) and self.excluded(crel, top):
+                continue
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            m = st.st_mode
+            kind = m & _S_IFMT
+            if kind == _S_IFREG:
+                if crel not in out:
+                    out[crel] = FileRecord(crel, st.st_size, st.st_mtime_ns, m & 0o7777)
+                added += 1
+            elif kind == _S_IFDIR:
+                # Every directory is listed (not only empty ones) so that restore
+                # reproduces directory modes and mtimes as well.
+                key = crel + "/"
+                out[key] = FileRecord(key, 0, st.st_mtime_ns, m & 0o7777)
+                added += 1 + self.walk(e.path, crel)
+            else:
+                log.info("skipping non-regular file %s", crel)
+        return added
+
+
+def _name(e: os.DirEntry[str]) -> str:
+    return e.name
 
 
 def iter_public_files(

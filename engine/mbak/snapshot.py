@@ -52,18 +52,42 @@ def snapshot_size(records: Iterable[FileRecord]) -> int:
 def write_snapshot(f: BinaryIO, records: Iterable[FileRecord]) -> int:
     """Write a snapshot; returns the number of bytes written."""
     n = f.write(MAGIC)
-    buf = bytearray()
+    parts: list[bytes] = []
+    pack = RECORD.pack
+    pending = 0
     for r in records:
         p = _enc(r.path)
         if len(p) > 0xFFFF:
             raise CorruptError(f"path too long for a snapshot: {r.path[:80]}...")
-        buf += RECORD.pack(len(p), r.mtime_ns, r.size, r.mode)
-        buf += p
-        if len(buf) >= 1 << 16:
-            n += f.write(buf)
-            buf.clear()
-    n += f.write(buf)
+        parts.append(pack(len(p), r.mtime_ns, r.size, r.mode))
+        parts.append(p)
+        pending += len(p)
+        if pending >= 1 << 16:
+            n += f.write(b"".join(parts))
+            parts.clear()
+            pending = 0
+    n += f.write(b"".join(parts))
     return n
+
+
+def _check(data: bytes) -> int:
+    """Walk the record structure (not the names); returns the number of records."""
+    if data[: len(MAGIC)] != MAGIC:
+        raise CorruptError("not a passive snapshot (bad magic)")
+    pos = len(MAGIC)
+    end = len(data)
+    rs = RECORD.size
+    count = 0
+    while pos < end:
+        if end - pos < rs:
+            raise CorruptError("truncated snapshot record")
+        ln = data[pos] | data[pos + 1] << 8
+        pos += rs
+        if ln == 0 or end - pos < ln:
+            raise CorruptError("bad path length in snapshot")
+        pos += ln
+        count += 1
+    return count
 
 
 def iter_snapshot(data: bytes | memoryview) -> Iterator[FileRecord]:
@@ -88,14 +112,29 @@ def iter_snapshot(data: bytes | memoryview) -> Iterator[FileRecord]:
 
 
 class Snapshot:
-    """A decoded snapshot, indexed by path for incremental comparison."""
+    """A snapshot, compared with a new listing for an incremental backup.
 
-    def __init__(self, records: Iterable[FileRecord]) -> None:
-        self.entries: dict[str, FileRecord] = {r.path: r for r in records}
+    A snapshot read from its bytes keeps those bytes and nothing else until a
+    caller asks for entries by path: comparing an unchanged listing, in the
+    order both were written, is a run of byte comparisons with no object per
+    file (an incremental scan of a large tree that changed little).
+    """
+
+    def __init__(self, records: Iterable[FileRecord] = ()) -> None:
+        self._raw = b""
+        self._count = 0
+        self._entries: dict[str, FileRecord] | None = {r.path: r for r in records}
+        self._ends: dict[str, int] | None = None
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> Snapshot:
-        return cls(iter_snapshot(data))
+        raw = bytes(data)
+        count = _check(raw)
+        snap = cls()
+        snap._raw = raw
+        snap._count = count
+        snap._entries = None
+        return snap
 
     @classmethod
     def from_file(cls, path: Path) -> Snapshot:
@@ -105,11 +144,18 @@ class Snapshot:
         with open(path, "rb") as f:
             return cls.from_bytes(f.read())
 
+    @property
+    def entries(self) -> dict[str, FileRecord]:
+        """Every entry by path (decoded on first use)."""
+        if self._entries is None:
+            self._entries = {r.path: r for r in iter_snapshot(self._raw)}
+        return self._entries
+
     def __contains__(self, path: str) -> bool:
         return path in self.entries
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return self._count if self._entries is None else len(self._entries)
 
     def changed(self, records: Iterable[FileRecord]) -> list[FileRecord]:
         """Entries new since the snapshot or whose mtime, size or mode differ.
@@ -119,10 +165,22 @@ class Snapshot:
         leaves mtime alone, and base + increments must give the latest state, modes
         included (engine/README.md, Passive data).
         """
-        get = self.entries.get
+        raw = self._raw
+        pos = len(MAGIC) if raw else len(raw)
+        pack = RECORD.pack
         out = []
         for r in records:
-            old = get(r.path)
+            if pos < len(raw):
+                # The next old record, byte for byte: same path and same stat.
+                p = _enc(r.path)
+                try:
+                    rec = pack(len(p), r.mtime_ns, r.size, r.mode) + p
+                except struct.error:
+                    rec = b""
+                if rec and raw.startswith(rec, pos):
+                    pos += len(rec)
+                    continue
+            old = self.entries.get(r.path)
             if (
                 old is None
                 or old.mtime_ns != r.mtime_ns
@@ -130,4 +188,19 @@ class Snapshot:
                 or old.mode != r.mode
             ):
                 out.append(r)
+            elif raw:
+                pos = self._after(r.path, pos)
         return out
+
+    def _after(self, path: str, pos: int) -> int:
+        """Where the old record after ``path`` starts, to go on comparing in order."""
+        if self._ends is None:
+            ends: dict[str, int] = {}
+            at = len(MAGIC)
+            raw = self._raw
+            while at < len(raw):
+                ln = raw[at] | raw[at + 1] << 8
+                at += RECORD.size + ln
+                ends[raw[at - ln : at].decode("utf-8", "surrogateescape")] = at
+            self._ends = ends
+        return self._ends.get(path, pos)

@@ -11,6 +11,7 @@ stream must equal what :mod:`tarfile` writes for the same members.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import random
 import tarfile
@@ -22,8 +23,9 @@ import trio
 from engine.daemon.archive import ArchivePlan, PlanBuilder, PlanCursor
 from engine.daemon.filelist import passive_file_list
 from engine.daemon.streams import PassiveSource
+from engine.errors import CorruptError
 from engine.mbak.manifest import TRAILER_LINE
-from engine.mbak.snapshot import FileRecord
+from engine.mbak.snapshot import FileRecord, Snapshot, write_snapshot
 from engine.mbak.tar import BLOCK, member_header, member_header_size
 from engine.types import TransferType
 
@@ -215,3 +217,37 @@ def test_a_file_that_changed_is_served_at_its_planned_size_and_flagged(tree: Pat
     assert len(data) == plan.size
     assert plan.changed == {1}
     assert any(p.endswith("odd-size") for p in plan.changed_paths)
+
+
+def test_snapshot_compare_finds_exactly_what_differs_in_any_order() -> None:
+    """The in-order byte comparison falls back to lookups and finds its place again."""
+    rnd = random.Random(5)
+    old = [FileRecord(f"d{i // 50:03d}/f{i:05d}", i, 10**18 + i, 0o644) for i in range(2000)]
+    buf = io.BytesIO()
+    write_snapshot(buf, old)
+    snap = Snapshot.from_bytes(buf.getvalue())
+    assert len(snap) == len(old)
+    new = list(old)
+    del new[100:130]  # deleted files
+    new.insert(500, FileRecord("d010/new", 1, 1, 0o600))  # a new file
+    new[700] = new[700]._replace(mode=0o600)  # chmod only
+    new[900] = new[900]._replace(mtime_ns=5)  # an older copy put back
+    new[1500] = new[1500]._replace(size=7)
+    expected = {"d010/new", new[700].path, new[900].path, new[1500].path}
+    assert {r.path for r in snap.changed(new)} == expected
+    shuffled = new[:]
+    rnd.shuffle(shuffled)
+    assert {r.path for r in Snapshot.from_bytes(buf.getvalue()).changed(shuffled)} == expected
+    assert snap.changed(old) == []
+    assert Snapshot.from_bytes(buf.getvalue()).changed(old) == []
+
+
+def test_a_damaged_snapshot_is_refused_when_loaded() -> None:
+    buf = io.BytesIO()
+    write_snapshot(buf, [FileRecord("a", 1, 2, 0o644)])
+    with pytest.raises(CorruptError, match="truncated snapshot record"):
+        Snapshot.from_bytes(buf.getvalue() + b"\x05")
+    with pytest.raises(CorruptError, match="bad path length"):
+        Snapshot.from_bytes(buf.getvalue()[:-1])
+    with pytest.raises(CorruptError, match="bad magic"):
+        Snapshot.from_bytes(b"MBSNAP\x02\n")
