@@ -69,19 +69,24 @@ class ReadLog:
             )
 
     def advance(self, key: str, backup_id: str, end: int) -> None:
-        """Bytes up to ``end`` of ``key`` were sent to the peer."""
+        """Bytes up to ``end`` of ``key`` were taken by the transport.
+
+        Only once the transport asks for more after a chunk is the chunk
+        counted: the last one of an archive cut off while it was being sent
+        does not make the download look finished.
+        """
         mark = self.marks.get(key)
         if mark is not None and mark.backup_id == backup_id and end > mark.done:
             mark.done = end
 
     def unfinished(self, prepared: Prepared) -> list[str]:
-        """Keys of ``prepared`` the peer began to read but did not read to their end."""
+        """Keys of ``prepared`` the peer began to read but was not sent to their end."""
         current = prepared.backup.backup_id
         out = []
         for key, mark in self.marks.items():
             if mark.backup_id != current or key not in prepared.entries:
                 continue
-            if 0 < mark.done < prepared.entry(key).size:
+            if mark.done < prepared.entry(key).size:
                 out.append(key)
         return sorted(out)
 
