@@ -19,7 +19,7 @@ from engine.types import format_sid, parse_sid
 from mtp_responder.core.codes import ResponseCode
 
 from .chain import CHAIN_FILE, Chain, ChainEntry, unique_path
-from .device import BackupDevice, RemoteObject, open_device, response_name
+from .device import BackupDevice, RemoteObject, open_device, partial_path, response_name
 from .encrypted import AGE_SUFFIX
 from .errors import EXIT_USAGE, ToolError
 from .space import require_space
@@ -110,10 +110,32 @@ class _Fetcher:
         self.directory = directory
         self.identities = identities
 
-    def make_room(self, objects: Sequence[RemoteObject]) -> None:
-        """Space before time: every byte of the backup must fit before the first is copied."""
+    def make_room(self, objects: Sequence[RemoteObject], where: Path | None = None) -> None:
+        """Space before time: every byte of the backup must fit before the first is copied.
+
+        Bytes a partial file in ``where`` (DIR by default) already holds for an
+        object are not needed again.
+        """
+        where = where or self.directory
         names = ", ".join(o.name for o in objects)
-        require_space(self.directory, sum(o.size for o in objects), names)
+        needed = sum(o.size - self.resumable(o, where) for o in objects)
+        require_space(self.directory, needed, names)
+
+    def resumable(self, obj: RemoteObject, where: Path | None = None) -> int:
+        """Bytes of ``obj`` a partial file from an interrupted run holds (0: none)."""
+        try:
+            have = partial_path(where or self.directory, obj).stat().st_size
+        except OSError:
+            return 0
+        return have if have < obj.size else 0
+
+    def mention_leftovers(self, objects: Sequence[RemoteObject], where: Path | None = None) -> None:
+        """Say which partial files are not of this backup: they are left as they are."""
+        where = where or self.directory
+        mine = {partial_path(where, o).name for o in objects}
+        for part in sorted(where.glob("*.part")):
+            if part.name not in mine:
+                print(f"{part.name}: not the backup the device lists now; left alone")
 
     def fetch(self, obj: RemoteObject, dest: Path) -> ArchiveSummary:
         summary = self.device.fetch(obj, dest, self.identities)
@@ -127,6 +149,7 @@ def _fetch_pair(
     fetcher: _Fetcher, chain: Chain, archive: RemoteObject, snapshot: RemoteObject
 ) -> ChainEntry:
     directory = fetcher.directory
+    fetcher.mention_leftovers([archive, snapshot])
     fetcher.make_room([archive, snapshot])
     mbak_path = unique_path(directory, archive.name)
     snap_path = unique_path(directory, snapshot.name)
@@ -158,6 +181,8 @@ def _backup_full(fetcher: _Fetcher, chain: Chain) -> None:
 def _backup_incremental(fetcher: _Fetcher, chain: Chain, previous: ChainEntry) -> None:
     assert previous.snapshot is not None
     device = fetcher.device
+    if _resume_increment(fetcher, chain, previous):
+        return
     snap = fetcher.directory / previous.snapshot
     # A name of our own: a snapshot left in Incremental/ by an earlier run must
     # not clash with (or be mistaken for) this one.
@@ -181,6 +206,38 @@ def _backup_incremental(fetcher: _Fetcher, chain: Chain, previous: ChainEntry) -
     print(f"increment saved; chain of {len(chain.current)} in {CHAIN_FILE}")
 
 
+def _resume_increment(fetcher: _Fetcher, chain: Chain, previous: ChainEntry) -> bool:
+    """Finish the download of an increment the device still holds from an interrupted run.
+
+    The run sent its snapshot under a name of its own; the device keeps the
+    increment prepared for a while after the link went down, and a partial
+    file in DIR of that increment's exact name and size says the download
+    had begun.  Sending the snapshot again would prepare another increment.
+    """
+    device = fetcher.device
+    ours = f"previous-{previous.backup_id[:12]}-"
+    listing = device.folder("Incremental")
+    sent = [o for o in listing.values() if o.name.startswith(ours) and not o.read_only]
+    if not sent:
+        return False
+    archives = [
+        o
+        for o in listing.values()
+        if o.name.endswith(ARCHIVE_SUFFIXES) and o.read_only and fetcher.resumable(o)
+    ]
+    if len(archives) != 1:
+        return False
+    print(f"the device still holds the increment {archives[0].name}: continuing its download")
+    try:
+        _fetch_pair(fetcher, chain, archives[0], pick(listing, ".snapshot", sent[0].name))
+    finally:
+        for o in sent:
+            with contextlib.suppress(Exception):
+                device.delete(o.handle)
+    print(f"increment saved; chain of {len(chain.current)} in {CHAIN_FILE}")
+    return True
+
+
 def _backup_owners(fetcher: _Fetcher, chain: Chain, sids: list[int]) -> None:
     print("preparing a backup (listing Backup/)...", flush=True)
     fetcher.device.folder("Backup")
@@ -197,7 +254,8 @@ def _backup_owners(fetcher: _Fetcher, chain: Chain, sids: list[int]) -> None:
                 f"(Backup/owners/ holds: {', '.join(sorted(listing)) or 'nothing'})"
             )
         wanted.append((sid, found[0]))
-    fetcher.make_room([obj for _, obj in wanted])
+    fetcher.mention_leftovers([obj for _, obj in wanted], target)
+    fetcher.make_room([obj for _, obj in wanted], target)
     for sid, obj in wanted:
         path = unique_path(target, obj.name)
         summary = fetcher.fetch(obj, path)

@@ -14,11 +14,12 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 import trio
 
+from data_providers.backup_restore.options import Options
 from mtp_backup import backup as backup_module
 from mtp_backup.cli import main
 from mtp_backup.device import BackupDevice
@@ -166,6 +167,18 @@ class ResumingBridge(LoopbackInitiator):
     rig: Rig | None = None
     pull_after: int | None = None
     partial: list[tuple[int, int, int]] = field(default_factory=list)
+    pulled: bool = False
+    """The cable is out: every call fails, as USB calls do, until :meth:`replug`."""
+
+    def _run(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        if self.pulled:
+            raise OSError(19, "No such device")
+        return super()._run(fn, *args, **kw)
+
+    async def replug(self) -> None:
+        assert self.rig is not None
+        await replug(self.rig)
+        self.pulled = False
 
     def get_object_to(self, handle: int, sink: IO[bytes], progress: Progress = None) -> None:
         if self.pull_after is None:
@@ -175,6 +188,7 @@ class ResumingBridge(LoopbackInitiator):
         self.fetched.append(handle)
         got = self._run(cut_off_get_object, self.rig, handle, self.pull_after)
         self.pull_after = None
+        self.pulled = True
         sink.write(got[: len(got) - len(got) % 4096])
         raise OSError(19, "No such device (the cable was pulled)")
 
@@ -247,7 +261,7 @@ async def test_mtp_backup_resumes_a_partial_download_and_its_verify_passes(
     assert "run the same command again to continue" in printed.out
     assert not (out / name).exists(), "nothing looks complete that is not"
 
-    await replug(tool.rig)
+    await tool.bridge.replug()
     assert await tool.run("backup", str(out)) == EXIT_OK
     printed = capsys.readouterr()
     assert f"resuming the download at byte {len(kept)} of {size}" in printed.out
@@ -277,7 +291,7 @@ async def test_without_getpartialobject64_the_32_bit_one_resumes(
     size = (await tool.rig.mtp.object_info(handle)).compressed_size
     tool.bridge.pull_after = size // 3
     assert await tool.run("backup", str(out)) == EXIT_FAILED
-    await replug(tool.rig)
+    await tool.bridge.replug()
     tool.operations = frozenset({OperationCode.GET_PARTIAL_OBJECT})
     assert await tool.run("backup", str(out)) == EXIT_OK
     assert {op for op, _, _ in tool.bridge.partial} == {OperationCode.GET_PARTIAL_OBJECT}
@@ -298,7 +312,10 @@ async def test_a_partial_file_of_another_name_or_size_is_left_alone(
     for part, data in others.items():
         (out / part).write_bytes(data)
     assert await tool.run("backup", str(out)) == EXIT_OK
-    assert "resuming" not in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "resuming" not in printed
+    for part in others:
+        assert f"{part}: not the backup the device lists now; left alone" in printed
     assert tool.bridge.partial == [], "nothing spliced onto another download"
     assert parts_in(out) == others
     assert await trio.to_thread.run_sync(main, ["verify", str(out)]) == EXIT_OK
@@ -316,8 +333,46 @@ async def test_a_resumed_file_that_fails_its_digests_is_deleted_with_a_reason(
     damaged = bytearray(part.read_bytes())
     damaged[-100] ^= 0xFF  # file content, not a header: only a digest can tell
     part.write_bytes(bytes(damaged))
-    await replug(tool.rig)
+    await tool.bridge.replug()
     assert await tool.run("backup", str(out)) == EXIT_CORRUPT
     err = capsys.readouterr().err
     assert "run the same command again for a fresh copy" in err
     assert not part.exists() and not (out / name).exists()
+
+
+async def test_an_interrupted_increment_is_continued_without_sending_the_snapshot_again(
+    tool: Tool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "backups"
+    assert await tool.run("backup", str(out)) == EXIT_OK
+    (tool.rig.owner_dir / "big.bin").write_bytes(os.urandom(3 << 20))
+    tool.bridge.pull_after = 1 << 20
+    assert await tool.run("backup", str(out), "--incremental") == EXIT_FAILED
+    [(part, kept)] = parts_in(out).items()
+    capsys.readouterr()
+
+    await tool.bridge.replug()
+    assert await tool.run("backup", str(out), "--incremental") == EXIT_OK
+    printed = capsys.readouterr().out
+    assert "continuing its download" in printed
+    assert "sending" not in printed, "the held increment is the one taken against our snapshot"
+    assert f"resuming the download at byte {len(kept)}" in printed
+    [[base, increment]] = chain_of(out)
+    assert increment["based_on"] == base["backup_id"]
+    assert part.startswith(increment["archive"] + ".")
+    assert parts_in(out) == {}
+    assert await trio.to_thread.run_sync(main, ["verify", str(out)]) == EXIT_OK
+    storage = await backup_storage(tool.rig.mtp)
+    incremental = await children(
+        tool.rig.mtp, storage, await folder(tool.rig.mtp, storage, "Incremental")
+    )
+    assert not [n for n in incremental if n.startswith("previous-")], "our snapshot was tidied up"
+
+
+def test_the_resume_window_option_is_checked_at_start() -> None:
+    assert Options.parse("br", {}).resume_window == 300
+    assert Options.parse("br", {"resume_window": 0}).resume_window == 0
+    assert Options.parse("br", {"resume_window": 12.5}).resume_window == 12.5
+    for bad in (-1, True, float("inf"), "300"):
+        with pytest.raises(ValueError, match=r"providers\.br\.resume_window: must be 0"):
+            Options.parse("br", {"resume_window": bad})
