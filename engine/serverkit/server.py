@@ -141,6 +141,10 @@ class BackupServer:
         self.session.touch()
 
     async def _peer_gone(self, why: str) -> None:
+        if self.session.held_until is not None:
+            # Sessions opened and closed without touching the backup (a desktop
+            # polling the device) must not push the deadline back.
+            return
         prepared = self.session.prepared
         window = self.config.resume_window
         unfinished = self.reads.unfinished(prepared) if prepared is not None else []
@@ -162,6 +166,7 @@ class BackupServer:
         """
         if self.session.held_until is not None:
             self.session.end_hold()
+            self.session.touch()  # the idle timeout counts from now, not from before the hold
 
     def _hold_ended(self) -> None:
         self.status.set_held("")

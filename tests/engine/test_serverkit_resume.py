@@ -107,6 +107,24 @@ async def test_a_download_cut_off_by_the_end_of_the_session_is_held_as_well(
     await wait_until(lambda: kit.mode() == "NORMAL", 10)
 
 
+async def test_sessions_that_leave_the_backup_alone_do_not_push_the_deadline_back(
+    nursery: trio.Nursery, tmp_path: Path, engine: EngineProcess
+) -> None:
+    kit = await resumable_kit(nursery, tmp_path, engine, window=2)
+    await begin_download(kit)
+    await kit.server.link_lost()
+    deadline = kit.server.held
+    assert deadline is not None
+    for _ in range(3):
+        await trio.sleep(0.3)
+        await kit.server.list("")  # a host looking at the root only
+        assert "held for resuming" in await status_text(kit.server)
+        await kit.server.session_closed()
+        assert kit.server.held == deadline
+    await wait_until(lambda: kit.mode() == "NORMAL", 10)
+    assert kit.server.held is None
+
+
 async def test_a_finished_download_is_released_at_the_end_of_the_session(
     nursery: trio.Nursery, tmp_path: Path, engine: EngineProcess
 ) -> None:
