@@ -147,7 +147,9 @@ class BackupDevice:
                         self._transfer(obj, sink, start, progress.update)
                     except ToolError:
                         raise
-                    except BaseException:
+                    except BaseException as exc:
+                        if start and _refused(exc):
+                            raise _cannot_resume(obj, exc) from exc
                         if not sink.size:
                             raise
                         print(
@@ -249,6 +251,23 @@ class _Buffer:
     def write(self, data: bytes | memoryview) -> int:
         self.data += data
         return len(data)
+
+
+def _refused(exc: BaseException) -> bool:
+    """The device answered (an MTP response code), as opposed to the link breaking."""
+    from .usb import MTPError
+
+    return isinstance(exc, MTPError)
+
+
+def _cannot_resume(obj: RemoteObject, exc: BaseException) -> ToolError:
+    """The device no longer serves the rest of what the partial file began."""
+    code = response_name(getattr(exc, "code", 0))
+    return ToolError(
+        f"{obj.name}: the device can no longer serve the rest of this backup ({code}: its "
+        "data changed or it was released); the partial file was deleted: run the same "
+        "command again for a fresh backup"
+    )
 
 
 class _Interrupted(Exception):

@@ -369,6 +369,28 @@ async def test_an_interrupted_increment_is_continued_without_sending_the_snapsho
     assert not [n for n in incremental if n.startswith("previous-")], "our snapshot was tidied up"
 
 
+async def test_a_backup_whose_data_changed_is_not_resumed_and_the_next_run_is_fresh(
+    tool: Tool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "backups"
+    name, _ = mbak_of(await backup_listing(tool.rig))
+    tool.bridge.pull_after = 600
+    assert await tool.run("backup", str(out)) == EXIT_FAILED
+    await tool.bridge.replug()
+    (tool.rig.owner_dir / "big.bin").write_bytes(os.urandom(3 << 20))
+    capsys.readouterr()
+    assert await tool.run("backup", str(out)) == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert f"{name}: the device can no longer serve the rest of this backup" in err
+    assert "run the same command again for a fresh backup" in err
+    assert parts_in(out) == {} and not (out / name).exists()
+
+    assert await tool.run("backup", str(out)) == EXIT_OK
+    [[entry]] = chain_of(out)
+    assert entry["archive"] != name
+    assert await trio.to_thread.run_sync(main, ["verify", str(out)]) == EXIT_OK
+
+
 def test_the_resume_window_option_is_checked_at_start() -> None:
     assert Options.parse("br", {}).resume_window == 300
     assert Options.parse("br", {"resume_window": 0}).resume_window == 0
