@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import operator
 import os
 import stat
 from collections.abc import Iterable, Iterator
@@ -138,17 +139,19 @@ class _Walker:
         """Add the subtree to ``out``; returns how many entries it contributed."""
         try:
             with os.scandir(full) as it:
-                entries = sorted(it, key=_name)
+                entries = sorted(it, key=_NAME)
         except OSError as err:
             log.warning("cannot list %r: %s", full, err)
             return 0
         out = self.out
         top = not rel
+        check = top or self.checks
         base = rel + "/" if rel else ""
         added = 0
+        new = tuple.__new__  # FileRecord(...) without a Python-level __new__ per file
         for e in entries:
             crel = base + e.name
-            if (top or self.checks) and self.excluded(crel, top):
+            if check and self.excluded(crel, top):
                 continue
             try:
                 st = e.stat(follow_symlinks=False)
@@ -158,21 +161,20 @@ class _Walker:
             kind = m & _S_IFMT
             if kind == _S_IFREG:
                 if crel not in out:
-                    out[crel] = FileRecord(crel, st.st_size, st.st_mtime_ns, m & 0o7777)
+                    out[crel] = new(FileRecord, (crel, st.st_size, st.st_mtime_ns, m & 0o7777))
                 added += 1
             elif kind == _S_IFDIR:
                 # Every directory is listed (not only empty ones) so that restore
                 # reproduces directory modes and mtimes as well.
                 key = crel + "/"
-                out[key] = FileRecord(key, 0, st.st_mtime_ns, m & 0o7777)
+                out[key] = new(FileRecord, (key, 0, st.st_mtime_ns, m & 0o7777))
                 added += 1 + self.walk(e.path, crel)
             else:
                 log.info("skipping non-regular file %s", crel)
         return added
 
 
-def _name(e: os.DirEntry[str]) -> str:
-    return e.name
+_NAME = operator.attrgetter("name")
 
 
 def iter_public_files(
