@@ -119,6 +119,8 @@ mount -t tmpfs -o mode=1777 tmpfs $R/tmp || fail "mount /tmp"
 if [ -n "$KEEP" ]; then
   mkdir -p "$R$KEEP" && mount -o bind /keep "$R$KEEP" || fail "rebind $KEEP"
 fi
+# Loopback networking, for servers the tests reach over TCP (the OBEX backup server).
+ip link set lo up || fail "ip link set lo up"
 echo "$(up)" > "$R$RUN/boot-seconds"
 say "booted in $(up)s; running job (timeout ${TMO}s)"
 # SIGINT first: pytest then still writes its report for the tests that finished.

@@ -8,7 +8,10 @@ Full logs of every command land in the run's results directory.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -175,6 +178,7 @@ def main() -> int:
         show(tools.run(["gphoto2", "--list-files"], timeout=90), keep=20)
 
         ok &= backup_and_restore(tools, engine)
+        ok &= obex_backup(tools, engine)
     finally:
         engine.stop()
         banner("Take the gadget down")
@@ -231,6 +235,70 @@ def backup_and_restore(tools: Tools, engine: GuestEngine) -> bool:
     engine.wait_mode("NORMAL")
     print(f"  engine mode: {engine.mode()}")
     return ok and restored and back
+
+
+OBEX_PORT = 6500
+
+
+def obex_backup(tools: Tools, engine: GuestEngine) -> bool:
+    """The second transport: the same backup tree over OBEX, fetched with obexftp."""
+    banner("Backup over OBEX (TCP): obex-backup-server and Debian's obexftp")
+    work = fresh_dir(DEMO / "obex")
+    config = work / "obex.toml"
+    config.write_text(toml_dumps({
+        "obex": {"listen": f"127.0.0.1:{OBEX_PORT}"},
+        "engine": {"socket": str(engine.socket), "spool_dir": str(work / "spool"),
+                   "space_path": str(DEMO)},
+    }))
+    log = open(RESULTS / "obex-backup-server.log", "wb")  # closed in the finally below
+    server = subprocess.Popen(
+        [PYTHON, "-m", "obex_backup_server.cli", "--config", str(config)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", OBEX_PORT), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    print(f"  !! obex-backup-server did not start (log: {log.name})")
+                    return False
+                time.sleep(0.2)
+        obexftp = ["obexftp", "-n", f"127.0.0.1:{OBEX_PORT}"]
+        show(tools.run([*obexftp, "-l", "/"], timeout=120, check=False), keep=12)
+        listing = tools.run([*obexftp, "-c", "Backup", "-l"], timeout=300, check=False)
+        show(listing, keep=12)
+        names = re.findall(r'<file name="([^"]+\.mbak)"', listing.output)
+        if not names:
+            print("  !! no .mbak in the OBEX listing of Backup/")
+            return False
+        started = time.monotonic()
+        got = tools.run([*obexftp, "-c", "Backup", "-g", names[0]], timeout=600,
+                        check=False, cwd=work)
+        seconds = time.monotonic() - started
+        show(got, keep=6)
+        saved = work / names[0]
+        if not saved.exists():
+            print(f"  !! obexftp did not save {names[0]}")
+            return False
+        size = saved.stat().st_size
+        print(f"  {size} bytes in {seconds:.1f}s ({size / seconds / 1e6:.2f} MB/s, "
+              "tool start-up included)")
+        extracted = extract(tools, saved, work / "extracted")
+        same = tree_state(passive_files_root(extracted)) == engine.state()[0]
+        print(f"  the files in the OBEX backup equal the device's (bytes, modes, mtimes): {same}")
+        engine.wait_mode("NORMAL")
+        print(f"  engine mode once obexftp disconnected: {engine.mode()}")
+        return same
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
 
 
 if __name__ == "__main__":
