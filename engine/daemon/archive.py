@@ -23,6 +23,7 @@ import threading
 import time
 import weakref
 from array import array
+from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -228,6 +229,10 @@ def bytes_member(name: str, data: bytes, mtime_ns: int, stream: int = -1) -> Byt
 # ---------------------------------------------------------------- the plan
 
 
+_MAX_HASH_QUEUE = 4
+"""Pieces waiting to be hashed, at most, before a reader waits for the hashing."""
+
+
 class _Digest:
     """One stream's SHA-256, fed in order; ``pos`` is how far it has been claimed."""
 
@@ -276,7 +281,7 @@ class ArchivePlan:
         self._lock = threading.Lock()
         self._digests = [_Digest(st.start, st.end) for st in streams]
         self._hasher: ThreadPoolExecutor | None = None
-        self._pending: Future[None] | None = None
+        self._pending: deque[Future[None]] = deque()
         self.changed: set[int] = set()
         self.changed_paths: list[str] = []
 
@@ -297,14 +302,22 @@ class ArchivePlan:
             last = d.pos >= d.end
             if self._hasher is None:
                 self._hasher = ThreadPoolExecutor(1, thread_name_prefix="archive-digest")
-            self._pending = self._hasher.submit(_hash, d, view, last)
+            pending = self._pending
+            pending.append(self._hasher.submit(_hash, d, view, last))
+            while pending and pending[0].done():
+                pending.popleft()
+            oldest = pending.popleft() if len(pending) > _MAX_HASH_QUEUE else None
+        if oldest is not None:
+            # The reader is ahead of the hashing: wait, so that pending pieces
+            # (a read's worth of memory each) stay few.
+            oldest.result()
 
     def _drain(self) -> None:
         """Wait until every claimed piece has been hashed."""
         with self._lock:
-            pending = self._pending
-        if pending is not None:
-            pending.result()
+            last = self._pending[-1] if self._pending else None
+        if last is not None:
+            last.result()
 
     def _mark_changed(self, stream: int, what: str) -> None:
         with self._lock:
