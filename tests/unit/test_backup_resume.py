@@ -29,7 +29,12 @@ from mtp_responder.core.container import HEADER_SIZE
 from tests.engine.conftest import EngineProcess
 
 from .conftest import wait_until
-from .test_backup_restore_age import engine, start_rig  # noqa: F401  (the fixture)
+from .test_backup_restore_age import (  # noqa: F401  (the fixture)
+    age_keygen,
+    engine,
+    recipient_of,
+    start_rig,
+)
 from .test_backup_restore_provider import Rig, backup_storage, children, folder
 from .test_backup_tool_device_age import LoopbackInitiator, chain_of
 
@@ -389,6 +394,40 @@ async def test_a_backup_whose_data_changed_is_not_resumed_and_the_next_run_is_fr
     [[entry]] = chain_of(out)
     assert entry["archive"] != name
     assert await trio.to_thread.run_sync(main, ["verify", str(out)]) == EXIT_OK
+
+
+async def test_an_encrypted_backup_is_resumed_and_checked_whole_with_the_key(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    engine: EngineProcess,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key = tmp_path / "key.txt"
+    age_keygen(key)
+    rig = await start_rig(
+        nursery, tmp_path, engine, resume_window=WINDOW, recipients=[recipient_of(key)]
+    )
+    (rig.owner_dir / "big.bin").write_bytes(os.urandom(3 << 20))
+    tool = Tool(rig, ResumingBridge(rig.mtp, rig=rig), monkeypatch)
+    out = tmp_path / "backups"
+    listing = await backup_listing(rig)
+    name = next(n for n in listing if n.endswith(".mbak.age"))
+    size = (await rig.mtp.object_info(listing[name])).compressed_size
+    tool.bridge.pull_after = size // 2
+    assert await tool.run("backup", str(out), "--identity", str(key)) == EXIT_FAILED
+    [kept] = parts_in(out).values()
+
+    await tool.bridge.replug()
+    capsys.readouterr()
+    assert await tool.run("backup", str(out), "--identity", str(key)) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert f"resuming the download at byte {len(kept)} of {size}" in printed
+    assert "SHA-256 digests match" in printed, "the kept half was decrypted and checked too"
+    [[entry]] = chain_of(out)
+    assert entry["archive"] == name
+    assert (out / name).read_bytes() == await rig.mtp.get_object(listing[name])
+    assert await trio.to_thread.run_sync(main, ["verify", "-i", str(key), str(out)]) == EXIT_OK
 
 
 def test_the_resume_window_option_is_checked_at_start() -> None:
