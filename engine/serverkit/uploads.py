@@ -114,8 +114,8 @@ class SnapshotUpload(Upload):
         snapshots[self.name] = received
         # An increment prepared earlier was taken against an older snapshot.
         session = self.server.session
-        await session.release("a new snapshot arrived")
         try:
+            await session.release("a new snapshot arrived")
             await self.server.ensure_prepared(INCREMENTAL)
         except BaseException:  # refused, or cut off (unplug): keep nothing of it
             if snapshots.get(self.name) is received:
