@@ -9,6 +9,8 @@ Incremental/ failed (No such file) until the responder restarted.
 
 from __future__ import annotations
 
+import pytest
+
 from mtp_responder.core.codes import OperationCode
 from mtp_responder.core.container import data_header
 from mtp_responder.core.datasets import ObjectInfoData, build_object_info
@@ -30,8 +32,10 @@ def engine_state(r: Rig) -> dict[str, str]:
     return dict(line.split("=", 1) for line in state.read_text().splitlines() if "=" in line)
 
 
+@pytest.mark.parametrize("when", ["right-after-the-data", "while-preparing"])
 async def test_unplugged_while_the_increment_is_prepared_incremental_still_lists(
     rig: Rig,  # noqa: F811
+    when: str,
 ) -> None:
     # Enough files that listing them keeps the engine busy for a moment.
     for i in range(3000):
@@ -52,7 +56,8 @@ async def test_unplugged_while_the_increment_is_prepared_incremental_still_lists
     await rig.device.host.write_transfer(
         data_header(OperationCode.SEND_OBJECT, tid, len(snapshot)) + snapshot
     )
-    await wait_until(lambda: engine_state(rig).get("inc") == "INCREMENT", 20, interval=0.001)
+    if when == "while-preparing":
+        await wait_until(lambda: engine_state(rig).get("inc") == "INCREMENT", 20, interval=0.001)
     rig.device.host.unplug()
     await wait_until(lambda: rig.mode() == "NORMAL", 20)
 
