@@ -80,6 +80,8 @@ FILES = "E2E Storage"
 BACKUP_STORAGE = "Backup & Restore"
 PLAIN = "plain.bin"
 PLAIN_SIZE = 3 << 20
+RESUME_WINDOW = 2.0
+"""seconds the responder holds a backup whose download was cut off"""
 TIMEOUT_MS = 60_000
 """A host transfer the fault cut off fails long before this; a device that hangs does not."""
 
@@ -108,6 +110,8 @@ class FaultRig:
     udc: str = ""
     restarted: list[subprocess.Popen[bytes]] = field(default_factory=list)
     archive: Archive | None = None
+    started: float = 0.0
+    """when the current point began, for its timeline"""
     dirty: bool = False
     """a point started and did not finish its checks: the device may be mid-transaction"""
     old: SavedState | None = None
@@ -277,6 +281,9 @@ def rig() -> Iterator[FaultRig]:
                 config.setdefault(table, {}).update(values)
             else:
                 config[table] = values
+        # A download cut off holds the backup for a resume, then Normal comes back:
+        # a short window keeps that path in every backup-stream point.
+        config["providers"]["backup_restore"]["resume_window"] = RESUME_WINDOW
         (logs / "fault").mkdir(parents=True, exist_ok=True)
         gadget = Gadget(
             tools=tools,
@@ -313,8 +320,16 @@ def rig() -> Iterator[FaultRig]:
 def fault_rig(rig: FaultRig, test_logs: Path) -> FaultRig:
     """The shared rig, healed, its tools logging into this point's directory."""
     rig.tools.log_dir = test_logs
+    rig.started = time.monotonic()
     rig.heal()
+    mark(rig, "healed")
     return rig
+
+
+def mark(rig: FaultRig, what: str) -> None:
+    """One line of the point's timeline (where its seconds go, under TCG)."""
+    with open(rig.tools.log_dir / "timeline.txt", "a") as f:
+        f.write(f"{time.monotonic() - rig.started:7.2f} {what}\n")
 
 
 # -- a host session -------------------------------------------------------------------------
@@ -609,6 +624,7 @@ def run_with_fault(
                 break
             time.sleep(0.002)
     worker.join(timeout)
+    mark(rig, f"host done (fired: {fault.where})")
     assert not worker.is_alive(), f"the host transfer still hangs {timeout:.0f} s after the fault"
     assert fault.fired, (
         f"the transfer ended before its point was reached: {box.get('error') or box.get('result')}"
@@ -716,11 +732,14 @@ def check_after(
     allowed_files: dict[str, str] | None = None,
     app_files: bool = True,
 ) -> str:
+    mark(rig, "recovered")
     rig.engine.wait_mode("NORMAL")
     complete = partial_files(rig, allowed_files or {})
     assert_serving(rig, complete)
+    mark(rig, "served")
     rig.engine.wait_mode("NORMAL")
     assert_clean_engine(rig, app_files)
+    mark(rig, "clean")
     spooled = (
         sorted(p.name for p in rig.responder_spool.glob("*"))
         if rig.responder_spool.is_dir()
