@@ -104,9 +104,10 @@ def passive_file_list(
             walker.walk(full, rel)
         elif stat.S_ISREG(st.st_mode) and not inc.endswith("/"):
             out[rel] = FileRecord(rel, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
-    return [out[k] for k in sorted(out)]
+    return sorted(out.values(), key=_PATH)
 
 
+_PATH = operator.itemgetter(0)
 _S_IFMT = 0o170000
 _S_IFREG = 0o100000
 _S_IFDIR = 0o040000
@@ -138,8 +139,9 @@ class _Walker:
     def walk(self, full: str, rel: str) -> int:
         """Add the subtree to ``out``; returns how many entries it contributed."""
         try:
+            # Unsorted: the whole listing is sorted once at the end.
             with os.scandir(full) as it:
-                entries = sorted(it, key=_NAME)
+                entries = list(it)
         except OSError as err:
             log.warning("cannot list %r: %s", full, err)
             return 0
@@ -172,9 +174,6 @@ class _Walker:
             else:
                 log.info("skipping non-regular file %s", crel)
         return added
-
-
-_NAME = operator.attrgetter("name")
 
 
 def iter_public_files(
