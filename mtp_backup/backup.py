@@ -127,7 +127,7 @@ class _Fetcher:
             have = partial_path(where or self.directory, obj).stat().st_size
         except OSError:
             return 0
-        return have if have < obj.size else 0
+        return have if have <= obj.size else 0
 
     def mention_leftovers(self, objects: Sequence[RemoteObject], where: Path | None = None) -> None:
         """Say which partial files are not of this backup: they are left as they are."""

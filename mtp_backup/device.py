@@ -189,7 +189,7 @@ class BackupDevice:
             have = part.stat().st_size
         except FileNotFoundError:
             return 0
-        if 0 < have < obj.size and self.can_resume(obj, have):
+        if 0 < have <= obj.size and self.can_resume(obj, have):
             return have
         return 0
 

@@ -11,7 +11,9 @@ gone.  The toolkit knows nothing of any transport: each one maps
 servers' toolkit", is the full contract.  With age recipients in its
 :class:`ServerConfig` the server serves every archive encrypted
 (``.mbak.age``), and with identities it restores encrypted archives
-(:mod:`.encryption`).
+(:mod:`.encryption`).  With a ``resume_window`` a peer gone in the middle of
+a download finds the same archive in its next session and reads the rest
+(:mod:`.resume`).
 """
 
 from .encryption import KeyFileError, parse_recipients, read_identity_file, read_recipients_file

@@ -303,6 +303,25 @@ async def test_without_getpartialobject64_the_32_bit_one_resumes(
     assert await trio.to_thread.run_sync(main, ["verify", str(out)]) == EXIT_OK
 
 
+async def test_a_partial_file_complete_but_never_checked_is_checked_and_kept(
+    tool: Tool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run killed after the last byte arrived, before the checks renamed it."""
+    out = tmp_path / "backups"
+    out.mkdir()
+    name, handle = mbak_of(await backup_listing(tool.rig))
+    whole = await tool.rig.mtp.get_object(handle)
+    (out / f"{name}.{len(whole)}.part").write_bytes(whole)
+    assert await tool.run("backup", str(out)) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert f"resuming the download at byte {len(whole)} of {len(whole)}" in printed
+    assert "SHA-256 digests match" in printed
+    assert tool.bridge.partial == [] and tool.bridge.fetched == [
+        h for h in tool.bridge.fetched if h != handle
+    ], "no byte of the archive fetched again"
+    assert (out / name).read_bytes() == whole and parts_in(out) == {}
+
+
 async def test_a_partial_file_of_another_name_or_size_is_left_alone(
     tool: Tool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
