@@ -9,7 +9,10 @@ recipients serves) is copied as it is, checked as it arrives with
 ``--identity KEYFILE`` (without a key it is copied unchecked, and said so),
 and verified and restored with ``--identity KEYFILE``, decrypted as it is
 read.  Before the first byte of a backup the PC's free space in DIR is
-checked against the archives' exact sizes.  So it
+checked against the archives' exact sizes.  A copy cut off (cable, sleep,
+Ctrl-C) stays in ``<name>.<size>.part`` and the next run continues it from
+its length with GetPartialObject64 while the device still holds that backup,
+checking the whole file.  So it
 works against any device running this responder, and a backup it takes is the
 same file a user could have dragged out by hand.
 
@@ -102,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("devices", help="list MTP devices and their storages")
-    backup_cmd = sub.add_parser("backup", help="copy a backup of the device into DIR")
+    backup_cmd = sub.add_parser(
+        "backup",
+        help="copy a backup of the device into DIR (an interrupted copy is continued)",
+    )
     backup_cmd.add_argument("dir", type=Path, metavar="DIR")
     backup_cmd.add_argument(
         "--incremental",
