@@ -397,6 +397,13 @@ class PlanCursor:
         want = min(max_bytes, plan.size - self.pos)
         if want <= 0:
             return b""
+        direct = self._direct(want)
+        if direct is not None:
+            data, stream = direct
+            if stream >= 0:
+                plan._feed(self.pos, memoryview(data), stream)
+            self.pos += want
+            return data
         if len(self._buf) < want:
             self._buf = bytearray(want)
         mv = memoryview(self._buf)
@@ -421,6 +428,46 @@ class PlanCursor:
                 plan._feed(self.pos + start, view[start : start + n], stream)
         self.pos += filled
         return out
+
+    def _direct(self, want: int) -> tuple[bytes, int] | None:
+        """The next ``want`` bytes read straight from a file, when they are all content.
+
+        The common case for large files: one ``pread``, no copy into the buffer.
+        Anything else (headers, padding, a file that came up short) returns None
+        and goes through the buffer.
+        """
+        plan = self.plan
+        idx = plan.segment_at(self.pos)
+        seg = plan.segments[idx]
+        off = self.pos - plan.starts[idx]
+        planned: tuple[int, int, FileTable, int] | None = None
+        if isinstance(seg, FileRun):
+            starts = seg.layout.starts
+            i = bisect.bisect_right(starts, off) - 1
+            t = seg.layout.table
+            size = t.sizes[i]
+            rel = off - (starts[i + 1] - padding(size) - size)
+            if rel < 0 or rel + want > size:
+                return None
+            key = (idx, i)
+            path = t.path(i)
+            planned = (seg.stream, t.mtimes[i], t, i)
+        elif isinstance(seg, SpoolSegment):
+            size = seg.content_size
+            rel = off - len(seg.hdr)
+            if rel < 0 or rel + want > size:
+                return None
+            key = (idx, 0)
+            path = os.fsencode(seg.path)
+        else:
+            return None
+        self._open(key, path, size, planned)
+        if self._fd is None:
+            return None
+        data = os.pread(self._fd, want, rel)
+        if len(data) != want:
+            return None
+        return data, seg.stream
 
     def _produce(self, idx: int, seg: Segment, off: int, dst: memoryview) -> None:
         if isinstance(seg, FileRun):
@@ -504,6 +551,28 @@ class PlanCursor:
         still served at its planned size so every later offset stays valid, and its
         stream is flagged ``C`` in the trailer; restore refuses flagged streams.
         """
+        self._open(key, path, size, planned)
+        n = len(dst)
+        got = 0
+        if self._fd is not None:
+            while got < n:
+                r = os.preadv(self._fd, [dst[got:]], rel + got)
+                if r <= 0:
+                    break
+                got += r
+        if got < n:
+            if self._fd is not None and planned is not None:
+                self._changed(planned)
+            dst[got:] = bytes(n - got)
+
+    def _open(
+        self,
+        key: tuple[int, int],
+        path: bytes,
+        size: int,
+        planned: tuple[int, int, FileTable, int] | None,
+    ) -> None:
+        """Make ``self._fd`` the member's file (None if it is gone), checking its stat."""
         if self._fd_key != key:
             self.close()
             self._fd_key = key
@@ -521,18 +590,6 @@ class PlanCursor:
                         self._changed(planned)
                 if size >= _ADVISE_FROM:
                     _advise_sequential(self._fd)
-        n = len(dst)
-        got = 0
-        if self._fd is not None:
-            while got < n:
-                r = os.preadv(self._fd, [dst[got:]], rel + got)
-                if r <= 0:
-                    break
-                got += r
-        if got < n:
-            if self._fd is not None and planned is not None:
-                self._changed(planned)
-            dst[got:] = bytes(n - got)
 
     def _changed(self, planned: tuple[int, int, FileTable, int]) -> None:
         stream, _mtime, table, i = planned
