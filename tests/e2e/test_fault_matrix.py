@@ -142,9 +142,9 @@ class FaultRig:
         return pid
 
     def kill_responder(self) -> None:
-        """A crash; systemd then runs ExecStop (``mtp-gadget unbind``)."""
+        """A crash; systemd then runs ExecStop, ``mtp-gadget unbind``: the UDC file emptied."""
         os.kill(self.responder_pid(), signal.SIGKILL)
-        self.gadget.cli("unbind")
+        self.unplug()
 
     def kill_engine(self) -> None:
         kill_engine(self.engine)
