@@ -111,7 +111,12 @@ def make_rig(
     test_logs: Path,
 ) -> MakeRig:
     def make(
-        *, active: bool = True, resident_app: bool = True, big: int = 0, files: int = 14
+        *,
+        active: bool = True,
+        resident_app: bool = True,
+        big: int = 0,
+        files: int = 14,
+        resume_window: float | None = None,
     ) -> Rig:
         engine = GuestEngine(
             guest_tmp / "engine", test_logs / "engine.log", active, resident_app=resident_app
@@ -120,9 +125,10 @@ def make_rig(
         seed_passive(engine.passive_dir, files=files, big=big)
         engines.append(engine)
         engine.start()
-        gadget = make_gadget(
-            responder_command=mtp_responder_command(), config=responder_config(engine, guest_tmp)
-        )
+        config = responder_config(engine, guest_tmp)
+        if resume_window is not None:
+            config["providers"]["backup_restore"]["resume_window"] = resume_window
+        gadget = make_gadget(responder_command=mtp_responder_command(), config=config)
         return Rig(engine, gadget, tools, guest_tmp)
 
     return make
@@ -305,7 +311,8 @@ def test_incremental_then_base_and_increment_restore_onto_a_wiped_device(
 def test_unplug_in_the_middle_of_a_backup_and_of_a_restore(
     make_rig: MakeRig, tools: Tools, guest_tmp: Path
 ) -> None:
-    rig = make_rig(big=3 << 20)
+    # A cut-off download is held for a resume this long, then the engine is Normal.
+    rig = make_rig(big=3 << 20, resume_window=3)
     before = rig.engine.state()
 
     # Backup: GetObject of the .mbak, cable pulled a third of the way in.
