@@ -10,7 +10,8 @@ transport is flushed and Get Device Status reports idle again.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import cast
 
 import trio
 
@@ -23,6 +24,7 @@ from .core.transaction import Phase, RemoteProtocolError
 from .operations import Operations
 from .provider import ProviderError
 from .transport.base import (
+    BlockSource,
     CancelRequest,
     Connected,
     DeviceResetRequest,
@@ -145,37 +147,50 @@ class Transaction:
 
         The data phase length is promised in the header, so a source that
         falls short (or fails) is padded, and the caller answers with an
-        error; one that runs long is cut.
+        error; one that runs long is cut.  A source that can read into
+        buffers (a :class:`~.transport.base.BlockSource`, a file) is read
+        straight into the transport's.
         """
         conn = self._server.conn
         write = self._server.transport.write
-        pending: bytes = conn.send(DataStart(self.code, self.transaction_id, length))
+        await write(
+            conn.send(DataStart(self.code, self.transaction_id, length)),
+            end_of_transfer=length == 0,
+        )
         remaining = length
         real = 0
         failure: Exception | None = None
         try:
-            async for chunk in chunks:
-                if remaining <= 0:
-                    break
-                if len(chunk) > remaining:
-                    chunk = chunk[:remaining]
-                remaining -= len(chunk)
-                real += len(chunk)
-                data = conn.send(DataChunk(chunk))
-                if pending:
-                    data, pending = pending + data, b""
-                await write(data, end_of_transfer=remaining == 0)
+            if isinstance(chunks, BlockSource):
+                counted = _CountedSource(chunks, conn)
+                try:
+                    real = await self._server.transport.write_from(counted, length)
+                finally:
+                    real = max(real, counted.sent)
+                remaining -= real
+            else:
+                async for chunk in chunks:
+                    if remaining <= 0:
+                        break
+                    if len(chunk) > remaining:
+                        chunk = chunk[:remaining]
+                    remaining -= len(chunk)
+                    real += len(chunk)
+                    await write(conn.send(DataChunk(chunk)), end_of_transfer=remaining == 0)
         except TransportError:
             raise
         except Exception as exc:  # the source failed; the caller answers it
             failure = exc
+            remaining = length - real
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 with trio.CancelScope(shield=True):
                     await aclose()
-        if remaining > 0 or pending:
-            await self._pad(pending, remaining)
+        if remaining > 0:
+            await self._pad(b"", remaining)
+        elif length and isinstance(chunks, BlockSource):
+            await write(b"", end_of_transfer=True)  # write_from leaves the transfer open
         conn.send(DataEnd())
         if failure is not None:
             raise failure
@@ -198,6 +213,32 @@ class Transaction:
             filler = b""
         if filler:
             await write(filler, end_of_transfer=True)
+
+
+class _CountedSource:
+    """A block source whose bytes the connection counts as they are read.
+
+    The transaction state holds a data phase to the length it announced;
+    the bytes never leave the transport's buffers, so each filled buffer is
+    passed to it as a view (it only measures them).
+    """
+
+    def __init__(self, source: BlockSource, conn: ResponderConnection) -> None:
+        self._source = source
+        self._conn = conn
+        self.sent = 0
+
+    async def readinto(self, buffers: Sequence[memoryview]) -> int:
+        count = await self._source.readinto(buffers)
+        left = count
+        for buffer in buffers:
+            if left <= 0:
+                break
+            part = buffer if len(buffer) <= left else buffer[:left]
+            self._conn.send(DataChunk(cast(bytes, part)))
+            left -= len(part)
+        self.sent += count
+        return count
 
 
 class Server:
@@ -285,8 +326,10 @@ class Server:
 
     async def _transaction(self, command: Command) -> None:
         tx = Transaction(self, command)
-        name = try_enum(OperationCode, command.code)
-        log.debug("-> %s tid=%d params=%s", name, command.transaction_id, command.params)
+        debug = log.isEnabledFor(logging.DEBUG)
+        if debug:
+            name = try_enum(OperationCode, command.code)
+            log.debug("-> %s tid=%d params=%s", name, command.transaction_id, command.params)
         links = self._links
         # The scope covers the drain and the response too: a Cancel, Device
         # Reset or unplug then interrupts them here, and the connection is reset
@@ -308,7 +351,8 @@ class Server:
                         try_enum(ResponseCode, code),
                     )
                 else:
-                    log.debug("<- %s %s", try_enum(ResponseCode, code), params)
+                    if debug:
+                        log.debug("<- %s %s", try_enum(ResponseCode, code), params)
                     await self._respond(code, params)
             finally:
                 self._scope = None

@@ -380,30 +380,7 @@ class FileStorage(Storage):
             raise ProviderError(ResponseCode.INVALID_OBJECT_HANDLE, "a folder has no data")
         if offset < 0 or (length is not None and length < 0):
             raise ProviderError(ResponseCode.INVALID_PARAMETER, "negative offset or length")
-        return self._read_chunks(found.real_path, offset, length)
-
-    @staticmethod
-    async def _read_chunks(path: str, offset: int, length: int | None) -> AsyncIterator[bytes]:
-        try:
-            fd = await trio.to_thread.run_sync(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise provider_error(exc) from exc
-        try:
-            remaining = length
-            while remaining is None or remaining > 0:
-                want = CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining)
-                try:
-                    data = await trio.to_thread.run_sync(os.pread, fd, want, offset)
-                except OSError as exc:
-                    raise provider_error(exc) from exc
-                if not data:
-                    break
-                offset += len(data)
-                if remaining is not None:
-                    remaining -= len(data)
-                yield data
-        finally:
-            os.close(fd)
+        return FileReader(found.real_path, offset, length)
 
     # ----------------------------------------------------------------- writing
 
@@ -907,3 +884,115 @@ class _EditUpload(Upload):
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = -1
+
+
+class FileReader:
+    """A file's bytes for GetObject: chunk by chunk, or straight into buffers.
+
+    Iterating yields ``bytes`` of :data:`CHUNK_SIZE` (CopyObject across
+    storages uses that); :meth:`readinto` fills the transport's own buffers
+    with one ``preadv`` per call, so a GetObject costs no ``bytes`` object
+    per block.  Either way reads run in a worker thread, one hop per call.
+    The file is opened at the first read and closed by :meth:`aclose` or at
+    the end of the iteration.
+    """
+
+    def __init__(self, path: str, offset: int, length: int | None) -> None:
+        self._path = path
+        self._offset = offset
+        self._remaining = length
+        self._fd = -1
+        self._closed = False
+
+    async def _open(self) -> int:
+        if self._fd < 0:
+            if self._closed:
+                raise ProviderError(ResponseCode.GENERAL_ERROR, "the file was already read")
+            try:
+                self._fd = await trio.to_thread.run_sync(
+                    os.open, self._path, os.O_RDONLY | os.O_CLOEXEC
+                )
+            except OSError as exc:
+                raise provider_error(exc) from exc
+        return self._fd
+
+    def __aiter__(self) -> FileReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        want = CHUNK_SIZE if self._remaining is None else min(CHUNK_SIZE, self._remaining)
+        if want <= 0:
+            await self.aclose()
+            raise StopAsyncIteration
+        fd = await self._open()
+        try:
+            data = await trio.to_thread.run_sync(os.pread, fd, want, self._offset)
+        except OSError as exc:
+            raise provider_error(exc) from exc
+        if not data:
+            await self.aclose()
+            raise StopAsyncIteration
+        self._advance(len(data))
+        return data
+
+    async def readinto(self, buffers: Sequence[memoryview]) -> int:
+        if self._remaining is not None:
+            buffers = _cut(buffers, self._remaining)
+        if not buffers:
+            return 0
+        fd = await self._open()
+        try:
+            count = await trio.to_thread.run_sync(_preadv_all, fd, buffers, self._offset)
+        except OSError as exc:
+            raise provider_error(exc) from exc
+        self._advance(count)
+        return count
+
+    def _advance(self, count: int) -> None:
+        self._offset += count
+        if self._remaining is not None:
+            self._remaining -= count
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _cut(buffers: Sequence[memoryview], limit: int) -> list[memoryview]:
+    """``buffers`` holding at most ``limit`` bytes in all."""
+    cut = []
+    for buffer in buffers:
+        if limit <= 0:
+            break
+        cut.append(buffer if len(buffer) <= limit else buffer[:limit])
+        limit -= len(cut[-1])
+    return cut
+
+
+def _preadv_all(fd: int, buffers: Sequence[memoryview], offset: int) -> int:
+    """Fill ``buffers`` from ``offset``; short only at the end of the file."""
+    total = sum(len(buffer) for buffer in buffers)
+    done = os.preadv(fd, buffers, offset)
+    while 0 < done < total:
+        # Rare (a signal, a file growing under us): finish the rest with
+        # whole-buffer reads.
+        more = _read_rest(fd, buffers, offset, done)
+        if more == 0:
+            break
+        done += more
+    return done
+
+
+def _read_rest(fd: int, buffers: Sequence[memoryview], offset: int, done: int) -> int:
+    skip = done
+    rest = []
+    for buffer in buffers:
+        if skip >= len(buffer):
+            skip -= len(buffer)
+            continue
+        rest.append(buffer[skip:])
+        skip = 0
+    return os.preadv(fd, rest, offset + done)

@@ -16,8 +16,12 @@ cancels the transaction in flight when the host asks.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+WRITE_FROM_BLOCK = 1024 * 1024
+"""Bytes per read of :meth:`Transport.write_from`'s generic implementation."""
 
 
 class TransportError(Exception):
@@ -38,6 +42,24 @@ class Chunk:
 
     data: bytes
     end_of_transfer: bool
+
+
+@runtime_checkable
+class BlockSource(Protocol):
+    """Data that can be read straight into the caller's buffers (a file).
+
+    :meth:`Transport.write_from` hands it the transport's own buffers, so a
+    data phase goes from the disk to the bus without a ``bytes`` object per
+    block.
+    """
+
+    async def readinto(self, buffers: Sequence[memoryview]) -> int:
+        """Fill ``buffers`` in order; the number of bytes read.
+
+        Fewer than their total only at the end of the data; 0 when there is
+        nothing more.
+        """
+        ...
 
 
 class ControlEvent:
@@ -105,6 +127,30 @@ class Transport(abc.ABC):
         necessarily when the host has read the bytes.  Raises
         :class:`Disconnected` if the link is down or goes down meanwhile.
         """
+
+    async def write_from(self, source: BlockSource, length: int) -> int:
+        """Queue up to ``length`` bytes read from ``source`` on the bulk IN pipe.
+
+        Like :meth:`write` without ``end_of_transfer``: the transfer goes on
+        (a write with ``end_of_transfer`` ends it).  Returns how many bytes
+        ``source`` gave, fewer than ``length`` only when it ended early.
+        Transports that own DMA buffers read into those; this generic form
+        reads into one reused buffer and writes it.
+        """
+        buffer: bytearray | None = getattr(self, "_write_from_buffer", None)
+        if buffer is None:
+            buffer = bytearray(WRITE_FROM_BLOCK)
+            self._write_from_buffer = buffer
+        view = memoryview(buffer)
+        done = 0
+        while done < length:
+            block = view[: min(len(view), length - done)]
+            count = await source.readinto((block,))
+            if count <= 0:
+                break
+            await self.write(block[:count], end_of_transfer=False)
+            done += count
+        return done
 
     @abc.abstractmethod
     async def flush(self) -> None:

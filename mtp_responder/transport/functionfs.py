@@ -45,6 +45,7 @@ import trio
 
 from . import descriptors
 from .base import (
+    BlockSource,
     CancelRequest,
     Chunk,
     Connected,
@@ -101,10 +102,20 @@ class _OutBlock:
 
 @dataclass(eq=False)
 class _InBlock:
-    aio: Any
-    buffer: mmap.mmap | None  # None for a zero-length packet
-    length: int
-    generation: int
+    """An IN buffer and the AIO block that submits it, made once and reused.
+
+    The AIO block's buffer list is the whole buffer; only a transfer's short
+    last block changes it (to a slice), and the next full block changes it
+    back: a block of a long data phase costs one ``io_submit`` and nothing
+    else.  ``buffer`` is ``None`` for a zero-length packet.
+    """
+
+    buffer: mmap.mmap | None
+    view: memoryview | None
+    aio: Any = None
+    length: int = 0
+    """Bytes the AIO block's buffer list holds now."""
+    generation: int = 0
 
 
 @dataclass(eq=False)
@@ -187,10 +198,11 @@ class FunctionFSTransport(Transport):
         self._out_ready: collections.deque[_OutBlock] = collections.deque()
         self._out_error: int | None = None
 
-        self._in_free: list[mmap.mmap] = []
+        self._in_free: list[_InBlock] = []
+        self._zlp_free: list[_InBlock] = []
         self._in_flight: list[_InBlock] = []
         self._in_error: int | None = None
-        self._stage: mmap.mmap | None = None
+        self._stage: _InBlock | None = None
         self._stage_fill = 0
         self._transfer_length = 0
 
@@ -241,9 +253,9 @@ class FunctionFSTransport(Transport):
         while position < len(view):
             if not await self._wait_stage(link, generation):
                 return
-            assert self._stage is not None
+            assert self._stage is not None and self._stage.buffer is not None
             count = min(len(view) - position, self._buffer_size - self._stage_fill)
-            self._stage[self._stage_fill : self._stage_fill + count] = view[
+            self._stage.buffer[self._stage_fill : self._stage_fill + count] = view[
                 position : position + count
             ]
             self._stage_fill += count
@@ -264,8 +276,55 @@ class FunctionFSTransport(Transport):
         if needs_zlp(self._transfer_length, self._mps):
             if not await self._wait_in_slot(link, generation):
                 return
-            self._submit_in(None, 0)
+            self._submit_in(self._zlp_free.pop() if self._zlp_free else self._new_zlp(), 0)
         self._transfer_length = 0
+
+    async def write_from(self, source: BlockSource, length: int) -> int:
+        """Read ``source`` straight into the IN buffers, then submit them.
+
+        Each round takes the staging buffer and as many free buffers as the
+        rest of ``length`` needs, fills them with one ``source.readinto``
+        (one ``preadv`` for a file) and submits every full one; a partly
+        filled one stays staged for the next write, as :meth:`write` leaves
+        it.  While the source reads, the buffers submitted before are on the
+        bus: disk and USB overlap.
+        """
+        link = self._require_link()
+        generation = self._generation
+        size = self._buffer_size
+        done = 0
+        while done < length:
+            if not await self._wait_stage(link, generation):
+                return done
+            assert self._stage is not None and self._stage.view is not None
+            blocks = [self._stage]
+            fill, self._stage, self._stage_fill = self._stage_fill, None, 0
+            want = length - done
+            views = [self._stage_view(blocks[0], fill, min(want, size - fill))]
+            room = len(views[0])
+            while (
+                room < want
+                and self._in_free
+                and len(self._in_flight) + len(blocks) < 2 * self._n_in
+            ):
+                block = self._in_free.pop()
+                blocks.append(block)
+                views.append(self._stage_view(block, 0, min(size, want - room)))
+                room += len(views[-1])
+            try:
+                count = await source.readinto(views)
+            except BaseException:
+                self._restage(blocks, fill, 0, generation)
+                raise
+            self._restage(blocks, fill, count, generation)
+            self._check_in(link)
+            if self._generation != generation or self._discard_in:
+                return done
+            self._transfer_length += count
+            done += count
+            if count < room:
+                break  # the source ended early
+        return done
 
     async def flush(self) -> None:
         link = self._require_link()
@@ -351,25 +410,45 @@ class FunctionFSTransport(Transport):
             async with trio.open_nursery() as nursery:
                 self._serve_scope = nursery.cancel_scope
                 assert self._function is not None
-                nursery.start_soon(self._watch, self._function.eventfd.fileno())
-                if not self._unsafe_eventfd:
+                eventfd = self._function.eventfd.fileno()
+                if self._unsafe_eventfd:
+                    # ep0 events come as completions of the library's AIO
+                    # block on ep0: every wakeup may be one.
+                    nursery.start_soon(self._watch, eventfd, self._process)
+                else:
                     # The kernel signals ep0 events on the eventfd too, but
                     # only once per event: watching ep0 itself guarantees that
-                    # events beyond the 4 read at a time are not left behind.
-                    nursery.start_soon(self._watch, self._function.ep0.fileno())
+                    # events beyond the 4 read at a time are not left behind,
+                    # and leaves the eventfd to the bulk transfers.
+                    nursery.start_soon(self._watch, eventfd, self._process_aio)
+                    nursery.start_soon(self._watch, self._function.ep0.fileno(), self._process)
                 task_status.started()
         finally:
             self._close()
             self._served.set()
 
-    async def _watch(self, fd: int) -> None:
+    async def _watch(self, fd: int, handle: Callable[[], None]) -> None:
         while True:
             await trio.lowlevel.wait_readable(fd)
-            self._process()
+            handle()
 
     def _process(self) -> None:
+        """ep0 events and AIO completions."""
         assert self._function is not None
         self._function.processEvents()
+        self._completions()
+
+    def _process_aio(self) -> None:
+        """AIO completions alone: the eventfd's wakeups when ep0 has a watcher
+        of its own (nearly all of them come from bulk transfers)."""
+        try:
+            self._eventfd.read()
+        except OSError as exc:
+            if exc.errno != errno.EAGAIN:
+                raise
+        self._completions()
+
+    def _completions(self) -> None:
         self._reap()
         self._refill_out()
         self._pump_event()
@@ -416,7 +495,7 @@ class FunctionFSTransport(Transport):
                     onCompletion=self._out_completion(block),
                 )
                 self._out_blocks.append(block)
-            self._in_free = [mmap.mmap(-1, self._buffer_size) for _ in range(self._n_in)]
+            self._in_free = [self._new_in_block() for _ in range(self._n_in)]
         except BaseException:
             function.__exit__(None, None, None)
             raise
@@ -653,36 +732,81 @@ class FunctionFSTransport(Transport):
         if self._in_error is not None:
             raise _error("bulk IN", self._in_error)
 
-    def _submit_stage(self) -> None:
-        assert self._stage is not None
-        buffer, length = self._stage, self._stage_fill
-        self._stage = None
-        self._stage_fill = 0
-        self._submit_in(buffer, length)
+    def _new_in_block(self) -> _InBlock:
+        buffer = mmap.mmap(-1, self._buffer_size)
+        block = _InBlock(buffer=buffer, view=memoryview(buffer), length=self._buffer_size)
+        block.aio = self._in_aio(block, (buffer,))
+        return block
 
-    def _submit_in(self, buffer: mmap.mmap | None, length: int) -> None:
-        entry = _InBlock(aio=None, buffer=buffer, length=length, generation=self._generation)
-        entry.aio = libaio.AIOBlock(
+    def _new_zlp(self) -> _InBlock:
+        """A zero-length packet's block; kept for reuse once it completes."""
+        block = _InBlock(buffer=None, view=None)
+        block.aio = self._in_aio(block, ())
+        return block
+
+    def _in_aio(self, block: _InBlock, buffers: tuple[mmap.mmap, ...]) -> Any:
+        return libaio.AIOBlock(
             mode=libaio.AIOBLOCK_MODE_WRITE,
             target_file=self._ep_in,
-            buffer_list=() if buffer is None else (memoryview(buffer)[:length],),
+            buffer_list=buffers,
             offset=0,
             eventfd=self._eventfd,
-            onCompletion=lambda _aio, res, _res2: self._in_completed(entry, res),
+            onCompletion=lambda _aio, res, _res2: self._in_completed(block, res),
         )
-        self._in_flight.append(entry)
+
+    @staticmethod
+    def _stage_view(block: _InBlock, start: int, count: int) -> memoryview:
+        assert block.view is not None
+        return block.view[start : start + count]
+
+    def _restage(self, blocks: list[_InBlock], fill: int, count: int, generation: int) -> None:
+        """After a read of ``count`` bytes into ``blocks`` (the first already
+        holding ``fill``): submit the full ones, stage the partly filled one,
+        give back the rest.  All go back when the data became void meanwhile."""
+        if self._generation != generation or self._discard_in or not self._connected:
+            self._in_free.extend(blocks)
+            return
+        size = self._buffer_size
+        left = count
+        for index, block in enumerate(blocks):
+            start = fill if index == 0 else 0
+            got = min(size - start, left)
+            left -= got
+            if start + got == size:
+                self._submit_in(block, size)
+            elif start + got:
+                self._stage, self._stage_fill = block, start + got
+            else:
+                self._in_free.append(block)
+
+    def _submit_stage(self) -> None:
+        assert self._stage is not None
+        block, length = self._stage, self._stage_fill
+        self._stage = None
+        self._stage_fill = 0
+        self._submit_in(block, length)
+
+    def _submit_in(self, block: _InBlock, length: int) -> None:
+        if block.length != length:
+            assert block.buffer is not None and block.view is not None
+            full = length == self._buffer_size
+            block.aio.buffer_list = (block.buffer,) if full else (block.view[:length],)
+            block.length = length
+        block.generation = self._generation
+        self._in_flight.append(block)
         try:
-            self._aio.submit([entry.aio])
+            self._aio.submit([block.aio])
         except OSError as exc:
-            self._in_flight.remove(entry)
-            if buffer is not None:
-                self._in_free.append(buffer)
+            self._in_flight.remove(block)
+            self._release_in(block)
             self._in_error = exc.errno or errno.EIO
+
+    def _release_in(self, block: _InBlock) -> None:
+        (self._zlp_free if block.buffer is None else self._in_free).append(block)
 
     def _in_completed(self, entry: _InBlock, res: int) -> None:
         self._in_flight.remove(entry)
-        if entry.buffer is not None:
-            self._in_free.append(entry.buffer)
+        self._release_in(entry)
         if entry.generation != self._generation:
             return
         if res < 0:

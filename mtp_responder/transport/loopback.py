@@ -27,6 +27,7 @@ from .base import (
 )
 
 ITEM = 64 * 1024
+"""Default bytes per queued item: the device's read size, like an AIO block."""
 
 
 @dataclass(slots=True)
@@ -35,14 +36,20 @@ class _Item:
     short: bool
 
 
-def _packetise(data: bytes, mps: int, *, end: bool, sent_before: int) -> list[_Item]:
-    """Split the bytes of a transfer into items; ``sent_before`` bytes of the
-    same transfer were already queued (only whole packets, by construction)."""
+def _packetise(
+    data: bytes, mps: int, *, end: bool, sent_before: int, item: int = ITEM
+) -> list[_Item]:
+    """Split the bytes of a transfer into items of at most ``item`` bytes;
+    ``sent_before`` bytes of the same transfer were already queued (only
+    whole packets, by construction)."""
+    if len(data) <= item and (not end or len(data) % mps):
+        # One item, as it is: a command, a response, a short data phase.
+        return [_Item(data if type(data) is bytes else bytes(data), end)] if data or end else []
     items = []
     view = memoryview(data)
-    while len(view) > ITEM:
-        items.append(_Item(bytes(view[:ITEM]), False))
-        view = view[ITEM:]
+    while len(view) > item:
+        items.append(_Item(bytes(view[:item]), False))
+        view = view[item:]
     if end:
         total = sent_before + len(data)
         whole = len(view) - len(view) % mps
@@ -57,8 +64,9 @@ def _packetise(data: bytes, mps: int, *, end: bool, sent_before: int) -> list[_I
 
 
 class _Link:
-    def __init__(self, max_packet_size: int, capacity: int) -> None:
+    def __init__(self, max_packet_size: int, capacity: int, item_size: int = ITEM) -> None:
         self.mps = max_packet_size
+        self.item = item_size
         self.out_send, self.out_recv = trio.open_memory_channel[_Item](capacity)
         self.in_send, self.in_recv = trio.open_memory_channel[_Item](capacity)
         self.event_send, self.event_recv = trio.open_memory_channel[bytes](16)
@@ -100,7 +108,7 @@ class LoopbackTransport(Transport):
         link = self._link
         if not link.up:
             raise Disconnected("link is down")
-        data = self._pending_in + bytes(data)
+        data = self._pending_in + data if self._pending_in else bytes(data)
         if not end_of_transfer:
             keep = len(data) % link.mps
             if keep:
@@ -110,7 +118,10 @@ class LoopbackTransport(Transport):
         else:
             self._pending_in = b""
         generation = link.generation
-        for item in _packetise(data, link.mps, end=end_of_transfer, sent_before=self._in_transfer):
+        items = _packetise(
+            data, link.mps, end=end_of_transfer, sent_before=self._in_transfer, item=link.item
+        )
+        for item in items:
             await link.in_send.send(item)
             if generation != link.generation:
                 raise Disconnected("link went down during write")
@@ -162,7 +173,7 @@ class LoopbackHost:
     async def write_transfer(self, data: bytes, *, end: bool = True, sent_before: int = 0) -> None:
         """Send bytes on bulk OUT; ``end`` terminates the transfer."""
         link = self._link
-        for item in _packetise(data, link.mps, end=end, sent_before=sent_before):
+        for item in _packetise(data, link.mps, end=end, sent_before=sent_before, item=link.item):
             await link.out_send.send(item)
 
     async def read_transfer(self, limit: int | None = None) -> bytes:
@@ -242,7 +253,15 @@ class LoopbackHost:
 
 
 def loopback_pair(
-    max_packet_size: int = 512, capacity: int = 64
+    max_packet_size: int = 512, capacity: int = 64, item_size: int = ITEM
 ) -> tuple[LoopbackTransport, LoopbackHost]:
-    link = _Link(max_packet_size, capacity)
+    """A linked device end and host end.
+
+    ``item_size`` is how many bytes of a transfer travel as one item (a
+    multiple of ``max_packet_size``): what one read on the device returns at
+    most, as the size of an AIO block does over FunctionFS.
+    """
+    if item_size <= 0 or item_size % max_packet_size:
+        raise ValueError("item_size must be a positive multiple of max_packet_size")
+    link = _Link(max_packet_size, capacity, item_size)
     return LoopbackTransport(link), LoopbackHost(link)
