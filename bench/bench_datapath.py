@@ -10,7 +10,8 @@ with the Files provider on a temporary directory.
 * SendObjectInfo + SendObject of the same size, the stored file's SHA-256
   checked against what was sent.
 
-Figures, per operation: the responder's CPU seconds per GiB (all CPU of the
+The link carries items of the default ``[transport] buffer_size``, what one
+read returns over FunctionFS.  Figures, per operation: the responder's CPU seconds per GiB (all CPU of the
 process minus the initiator task's steps, so worker threads and trio's
 scheduling count as the responder's and the figure errs on the high side),
 and, from a second run under cProfile, Python-level function calls per MiB
@@ -43,7 +44,7 @@ ROOT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT_DIR))
 
 from mtp_responder.app import Responder  # noqa: E402
-from mtp_responder.config import parse_config  # noqa: E402
+from mtp_responder.config import TransportConfig, parse_config  # noqa: E402
 from mtp_responder.core.codes import ROOT, OperationCode  # noqa: E402
 from mtp_responder.core.connection import InitiatorConnection  # noqa: E402
 from mtp_responder.core.datasets import ObjectInfoData, build_object_info  # noqa: E402
@@ -62,6 +63,8 @@ MIB = 1024 * 1024
 SIZE_MIB = int(os.environ.get("BENCH_DATAPATH_MIB", "256"))
 RESULTS = ROOT_DIR / "bench" / "results" / "datapath.json"
 SOURCE = "source.bin"
+ITEM_SIZE = TransportConfig().buffer_size
+"""Bytes per read on the device: the default ``[transport] buffer_size``."""
 HOST_BLOCK = MIB
 """Bytes the host hands its USB stack per write, like libmtp's large transfers."""
 
@@ -196,7 +199,8 @@ async def run_one(
         }
     )
     responder = Responder(config)
-    transport, host = loopback_pair(max_packet_size=512)
+    # Items as large as the FunctionFS transport's AIO blocks by default.
+    transport, host = loopback_pair(max_packet_size=512, item_size=ITEM_SIZE)
     async with trio.open_nursery() as nursery:
         await nursery.start(responder.run, transport)
         mtp = Initiator(host)
