@@ -10,8 +10,9 @@ with the Files provider on a temporary directory.
 * SendObjectInfo + SendObject of the same size, the stored file's SHA-256
   checked against what was sent.
 
-The link carries items of the default ``[transport] buffer_size``, what one
-read returns over FunctionFS.  Figures, per operation: the responder's CPU seconds per GiB (all CPU of the
+The link carries items of the default ``[transport] buffer_size`` (what one
+read returns over FunctionFS; ``BENCH_DATAPATH_ITEM`` sets another).
+Figures, per operation: the responder's CPU seconds per GiB (all CPU of the
 process minus the initiator task's steps, so worker threads and trio's
 scheduling count as the responder's and the figure errs on the high side),
 and, from a second run under cProfile, Python-level function calls per MiB
@@ -63,7 +64,7 @@ MIB = 1024 * 1024
 SIZE_MIB = int(os.environ.get("BENCH_DATAPATH_MIB", "256"))
 RESULTS = ROOT_DIR / "bench" / "results" / "datapath.json"
 SOURCE = "source.bin"
-ITEM_SIZE = TransportConfig().buffer_size
+ITEM_SIZE = int(os.environ.get("BENCH_DATAPATH_ITEM", TransportConfig().buffer_size))
 """Bytes per read on the device: the default ``[transport] buffer_size``."""
 HOST_BLOCK = MIB
 """Bytes the host hands its USB stack per write, like libmtp's large transfers."""
@@ -307,7 +308,11 @@ def main() -> int:
     try:
         (tmp / "storage").mkdir()
         digest = make_source(tmp / "storage" / SOURCE, SIZE_MIB)
-        results: dict[str, Any] = {"mib": SIZE_MIB, **datapath_figures(tmp, digest, args.profile)}
+        results: dict[str, Any] = {
+            "mib": SIZE_MIB,
+            "item_bytes": ITEM_SIZE,
+            **datapath_figures(tmp, digest, args.profile),
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
