@@ -37,7 +37,7 @@ class _Item:
 
 
 def _packetise(
-    data: bytes, mps: int, *, end: bool, sent_before: int, item: int = ITEM
+    data: bytes | memoryview, mps: int, *, end: bool, sent_before: int, item: int = ITEM
 ) -> list[_Item]:
     """Split the bytes of a transfer into items of at most ``item`` bytes;
     ``sent_before`` bytes of the same transfer were already queued (only
@@ -108,24 +108,22 @@ class LoopbackTransport(Transport):
         link = self._link
         if not link.up:
             raise Disconnected("link is down")
-        data = self._pending_in + data if self._pending_in else bytes(data)
+        # Items are copies (the caller may reuse its buffer); nothing else is.
+        whole = memoryview(self._pending_in + data if self._pending_in else data).cast("B")
+        self._pending_in = b""
         if not end_of_transfer:
-            keep = len(data) % link.mps
+            keep = len(whole) % link.mps
             if keep:
-                data, self._pending_in = data[: len(data) - keep], data[len(data) - keep :]
-            else:
-                self._pending_in = b""
-        else:
-            self._pending_in = b""
+                whole, self._pending_in = whole[: len(whole) - keep], bytes(whole[-keep:])
         generation = link.generation
         items = _packetise(
-            data, link.mps, end=end_of_transfer, sent_before=self._in_transfer, item=link.item
+            whole, link.mps, end=end_of_transfer, sent_before=self._in_transfer, item=link.item
         )
         for item in items:
             await link.in_send.send(item)
             if generation != link.generation:
                 raise Disconnected("link went down during write")
-        self._in_transfer = 0 if end_of_transfer else self._in_transfer + len(data)
+        self._in_transfer = 0 if end_of_transfer else self._in_transfer + len(whole)
 
     async def flush(self) -> None:
         while self._link.in_recv.statistics().current_buffer_used:
