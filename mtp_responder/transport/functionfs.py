@@ -22,6 +22,13 @@ is a whole number of packets (writes are packed into fixed-size staging
 buffers), the last one may be short, and a transfer whose length is a
 multiple of wMaxPacketSize gets an explicit zero-length packet.  On OUT, a
 block that completes shorter than it asked for was ended by a short packet.
+
+Each block costs a constant amount of Python work: the AIO blocks are made
+once (one per buffer, and one per zero-length packet in flight) and
+resubmitted as they are, and :meth:`FunctionFSTransport.write_from` reads a
+file straight into the IN buffers, so GetObject data is never copied by
+Python.  The eventfd's wakeups, nearly all bulk completions, only reap AIO;
+ep0 events are read when ep0 itself is readable.
 """
 
 from __future__ import annotations
@@ -136,8 +143,10 @@ class FunctionFSTransport(Transport):
 
     ``buffer_size`` is the size of each AIO block (a multiple of 1024 so that
     it is a whole number of packets at every speed); ``out_blocks`` and
-    ``in_blocks`` are how many are in flight per direction.  Memory use is
-    ``(out_blocks + in_blocks) * buffer_size``.
+    ``in_blocks`` are how many are in flight per direction (``[transport]
+    buffer_size`` and ``blocks_in_flight``).  Memory use is
+    ``(out_blocks + in_blocks) * buffer_size``: 4 MiB with the
+    configuration's defaults (512 KiB x 4 each way).
     """
 
     def __init__(
