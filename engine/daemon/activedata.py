@@ -35,6 +35,16 @@ from ..types import DataOwnerStatus, format_sid
 from ..wire.protocol import ProtocolError
 from ..wire.rpc import Connection, ConnectionLostError, Download, Upload
 
+#: What writing to an owner whose process died raises (its socket is gone).  It
+#: must become the owner's failure: raised as it is, it reads as the *client's*
+#: connection breaking, and the client's request is then never answered.
+SOCKET_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+def _gone(e: BaseException) -> ConnectionLostError:
+    return ConnectionLostError(f"connection lost ({e.__class__.__name__})")
+
+
 log = logging.getLogger(__name__)
 
 ProxyCount = Int32ul
@@ -92,6 +102,8 @@ class ActiveSession:
             raise TimedOutError(f"owner {format_sid(self.sid)} did not answer {op}") from None
         except ConnectionLostError as e:
             raise self.lost(f"while it was answering {op}", e) from None
+        except SOCKET_GONE as e:
+            raise self.lost(f"while it was answering {op}", _gone(e)) from None
 
     async def terminate(self) -> None:
         """Tell the owner its transfer was aborted: best effort, never blocks long."""
@@ -99,7 +111,7 @@ class ActiveSession:
             with trio.move_on_after(2):
                 try:
                     await self.conn.call("terminate", {})
-                except EngineError:
+                except (EngineError, *SOCKET_GONE):
                     pass
 
     async def receive(self, d: Download) -> bytes | None:
@@ -122,6 +134,8 @@ class ActiveSession:
             raise TimedOutError(f"owner {format_sid(self.sid)} stopped taking data") from None
         except ConnectionLostError as e:
             raise self.lost("while it was taking data", e) from None
+        except SOCKET_GONE as e:
+            raise self.lost("while it was taking data", _gone(e)) from None
 
     async def finish(self, u: Upload) -> object:
         try:
@@ -131,6 +145,8 @@ class ActiveSession:
             raise TimedOutError(f"owner {format_sid(self.sid)} did not confirm") from None
         except ConnectionLostError as e:
             raise self.lost("while it was confirming data", e) from None
+        except SOCKET_GONE as e:
+            raise self.lost("while it was confirming data", _gone(e)) from None
 
 
 class ActiveDataSource:
@@ -253,12 +269,15 @@ class ActiveDataSink:
     async def _open(self, sess: ActiveSession, proxy_for: int | None) -> Upload:
         sess.check_ready()
         self._sess = sess
-        if self.snapshot:
-            return await sess.conn.upload("receive_snapshot", {"drive": self.drive})
-        return await sess.conn.upload(
-            "restore_data",
-            {"drive": self.drive, "increment": self.increment, "proxy_for": proxy_for},
-        )
+        try:
+            if self.snapshot:
+                return await sess.conn.upload("receive_snapshot", {"drive": self.drive})
+            return await sess.conn.upload(
+                "restore_data",
+                {"drive": self.drive, "increment": self.increment, "proxy_for": proxy_for},
+            )
+        except SOCKET_GONE as e:
+            raise sess.lost("when it was given data", _gone(e)) from None
 
     async def _deliver(self, data: bytes) -> None:
         assert self._up is not None and self._sess is not None

@@ -26,7 +26,7 @@ from engine.client import EngineClient
 from engine.daemon.config import EngineConfig
 from engine.errors import InUseError
 
-from .test_resident_restore import device  # noqa: F401  (the fixture)
+from .test_resident_restore import NOTES, device  # noqa: F401  (the fixture)
 
 
 def fill(db: Path, count: int) -> None:
@@ -179,4 +179,61 @@ async def test_an_engine_killed_while_the_app_takes_its_data_leaves_no_temporary
             os.kill(pid, signal.SIGKILL)
         while app_temporaries():
             await trio.sleep(0.05)
+    assert texts(db) == before
+
+
+def app_pid(db: Path) -> int:
+    """The resident notes app of this test (its command line names this test's database)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if os.fsencode(db) in argv and b"-c" in argv:
+            return int(entry.name)
+    raise AssertionError("the notes app is not running")
+
+
+async def test_an_app_killed_while_it_takes_its_data_gets_the_restore_refused_not_hung(
+    device: tuple[EngineConfig, Path],  # noqa: F811
+) -> None:
+    """The owner's process dies mid-upload: the restore is answered, naming it; notes unchanged.
+
+    Before, writing to the dead app's socket raised an error the engine's
+    connection took for the client's own link breaking: the client's request
+    was never answered, and the client waited until its own timeout.
+    """
+    cfg, db = device
+    fill(db, 1500)
+    async with EngineClient.connect(cfg.socket_path) as c:
+        prepared = await c.prepare_backup()
+        archive = b"".join([x async for x in c.read_archive(prepared.archive("full").name)])
+        await c.set_normal()
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("DELETE FROM notes WHERE id > 10")
+    con.close()
+    before = texts(db)
+    pid = app_pid(db)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield archive
+
+    results = []
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+
+            async def restore() -> None:
+                async with EngineClient.connect(cfg.socket_path) as c:
+                    results.append(await c.restore_archive(chunks()))
+
+            nursery.start_soon(restore)
+            while not [p for p in db.parent.iterdir() if p.name.startswith(".notes-restore-")]:
+                await trio.sleep(0.001)
+            os.kill(pid, signal.SIGKILL)
+    (result,) = results
+    assert not result.ok
+    assert f"{NOTES:08X}" in result.reason, result.reason
     assert texts(db) == before
