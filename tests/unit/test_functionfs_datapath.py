@@ -56,7 +56,7 @@ async def piped(blocks: int = 2) -> AsyncIterator[tuple[FunctionFSTransport, End
         "/nonexistent", buffer_size=BLOCK, in_blocks=blocks, out_blocks=1, kernel_release="6.1.0"
     )
     transport._ep_in = device
-    transport._eventfd = libaio.EventFD()
+    transport._eventfd = libaio.EventFD(flags=libaio.EFD_NONBLOCK)  # as the library makes it
     transport._aio = libaio.AIOContext(4 * blocks + 4)
     transport._in_free = [transport._new_in_block() for _ in range(blocks)]
     transport._mps = MPS
