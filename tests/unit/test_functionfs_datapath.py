@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import AsyncIterator
+import struct
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -183,3 +184,42 @@ async def test_a_source_that_fails_keeps_what_was_staged(tmp_path: Path) -> None
         await transport.flush()
         assert len(transport._in_free) == 2
     assert blocks == [HEADER + bytes(100)]
+
+
+class CancelledWhileReading:
+    """A file whose second read is overtaken by the host's Cancel request."""
+
+    def __init__(self, transport: FunctionFSTransport, path: Path, length: int) -> None:
+        self.transport = transport
+        self.reader = FileReader(str(path), 0, length)
+        self.reads = 0
+
+    async def readinto(self, buffers: Sequence[memoryview]) -> int:
+        self.reads += 1
+        if self.reads == 2:
+            # What ep0 delivers while the disk read is in a worker thread.
+            self.transport._cancel_requested(struct.pack("<HI", 0x4001, 1))
+        return await self.reader.readinto(buffers)
+
+
+async def test_a_cancel_during_a_read_voids_the_data_and_frees_the_buffers(
+    data_file: tuple[Path, bytes],
+) -> None:
+    path, data = data_file
+    async with piped(blocks=1) as (transport, host):
+        source = CancelledWhileReading(transport, path, len(data))
+        await transport.write(HEADER, end_of_transfer=False)
+        sent = await transport.write_from(source, len(data))
+        assert source.reads == 2  # it stopped at the read the cancel overtook
+        assert sent < len(data)
+        await transport.write(bytes(len(data) - sent), end_of_transfer=True)  # dropped
+        await transport.abort_transfers()
+        transport.set_idle(True)
+        assert len(transport._in_free) == 1 and transport._stage is None
+        # The next transaction's data goes out whole, from a clean transfer.
+        await transport.write(b"next", end_of_transfer=True)
+        blocks = []
+        while not blocks or blocks[-1] != b"next":
+            blocks += await host.blocks()
+    # Before the cancel only the first, full block went out; nothing after it.
+    assert blocks == [HEADER + data[: BLOCK - 12], b"next"]
