@@ -101,12 +101,14 @@ def read_reference(obj: RemoteObject) -> bytes:
     return bytes(sink.data)
 
 
-def cut_get_object(rig: Rig, dev: BackupDevice, obj: RemoteObject, part: Path, cut: int) -> None:
+def cut_get_object(
+    rig: Rig, dev: BackupDevice, obj: RemoteObject, part: Path, cut: int, pause: float = 0.0
+) -> None:
     """GetObject read raw, packet-exact, until ``cut`` bytes are kept; then the cable is pulled.
 
     libmtp and pyusb read 256 KiB at a time; here the reads are sized so the
     host takes no packet beyond the one holding byte ``cut``: the device still
-    has the rest queued when its UDC is unbound, as when a cable comes out.
+    has the rest to send when its UDC is unbound, ``pause`` seconds later.
     """
     mtp = dev.mtp
     mps = int(mtp.mps)
@@ -122,6 +124,7 @@ def cut_get_object(rig: Rig, dev: BackupDevice, obj: RemoteObject, part: Path, c
     length = int.from_bytes(wire[:4], "little")
     assert length == obj.size + HEADER_SIZE, f"data phase of {length} bytes for {obj.size}"
     part.write_bytes(wire[HEADER_SIZE : HEADER_SIZE + cut])
+    time.sleep(pause)
     rig.udc_file.write_text("\n")
 
 
@@ -156,10 +159,14 @@ def assert_same_archive(got: Path, cut: CutDownload, what: str) -> None:
     verify_archive(got)
 
 
+QUEUED_AHEAD = 1 << 20
+"""Bytes the responder may have queued for the host beyond what it read
+(``2 * blocks_in_flight * buffer_size`` with the default transport)."""
+
 CUTS: dict[str, Callable[[int], int]] = {
     "inside-the-first-512-bytes": lambda size: 300,
     "a-third-in": lambda size: size // 3,
-    "within-the-last-KiB": lambda size: size - 700,
+    "before-the-last-queued-stretch": lambda size: size - 2 * QUEUED_AHEAD,
 }
 
 
@@ -168,7 +175,7 @@ def test_mtp_backup_resumes_a_download_cut_off_at_three_offsets(
     tools: Tools,
     guest_tmp: Path,
 ) -> None:
-    rig = make_rig(big=3 << 20, resume_window=RESUME_WINDOW)
+    rig = make_rig(big=6 << 20, resume_window=RESUME_WINDOW)
     before = rig.engine.state()
     for label, where in CUTS.items():
         directory = guest_tmp / f"dir-{label}"
@@ -187,6 +194,45 @@ def test_mtp_backup_resumes_a_download_cut_off_at_three_offsets(
         rig.engine.wait_mode("NORMAL")  # mtp-backup closed its session: released
         assert "held for resuming" not in status_text(), label
     assert_state(rig.engine.state(), before, "resumed backups changed the device")
+
+
+def test_a_download_cut_off_within_its_last_kib_is_taken_afresh_not_spliced(
+    make_rig: MakeRig,  # noqa: F811
+    tools: Tools,
+    guest_tmp: Path,
+) -> None:
+    """The host stops reading 513 to 1024 bytes before the end; the cable goes 2 s later.
+
+    By then the responder has queued the whole archive for the host and counts
+    it as sent, so the end of the link releases the backup as a finished
+    download: nothing is held, and ``mtp-backup`` leaves the partial file of
+    the old archive alone and copies the fresh backup whole.  (Only what the
+    host read could make such a download resumable.)
+    """
+    rig = make_rig(active=False, big=3 << 20, resume_window=RESUME_WINDOW)
+    directory = guest_tmp / "dir-last-kib"
+    directory.mkdir()
+    with open_device(None, USB_TIMEOUT) as dev:
+        obj = pick_produced(dev.folder("Backup"), ".mbak")
+        part = partial_path(directory, obj)
+        cut = ((obj.size + HEADER_SIZE - 513) // int(dev.mtp.mps)) * int(dev.mtp.mps) - HEADER_SIZE
+        assert 512 < obj.size - cut <= 1024, (obj.size, cut)
+        cut_get_object(rig, dev, obj, part, cut, pause=2.0)
+    rig.replug()
+    rig.engine.wait_mode("NORMAL")
+    assert "held for resuming" not in status_text(), (
+        "the device holds a backup cut off within its last KiB: expect it resumed here"
+    )
+    result = mtp_backup(tools, "backup", directory, name="mtp-backup-last-kib")
+    assert result.returncode == 0, result.describe()
+    assert f"{part.name}: not the backup the device lists now; left alone" in result.stdout, (
+        result.describe()
+    )
+    assert part.stat().st_size == cut, "the partial file of the released archive was touched"
+    (fresh,) = [p for p in directory.glob("*.mbak") if p.name != obj.name]
+    assert "resuming" not in result.stdout
+    verify_archive(fresh)
+    rig.engine.wait_mode("NORMAL")
 
 
 def test_raw_get_partial_object_64_continues_a_cut_off_download(
@@ -310,6 +356,7 @@ def test_encrypted_backup_opens_with_age_restores_with_the_identity_and_costs(
     tools: Tools,
     guest_tmp: Path,
     link_speed: str,
+    test_logs: Path,
 ) -> None:
     engine = engine_with_data
     key, recipient = make_key(tools, guest_tmp)
@@ -339,7 +386,9 @@ def test_encrypted_backup_opens_with_age_restores_with_the_identity_and_costs(
     change_passive(engine.passive_dir)
     changed = engine.state()
     bad = tampered(local, guest_tmp / f"tampered-{archive.name}")
-    assert_refused(sendfile(tools, bad, "Restore", name="sendfile-tampered"), "one byte altered")
+    status = assert_refused(sendfile(tools, bad, "Restore", name="sendfile-tampered"), "altered")
+    assert bad.name in status.splitlines()[0], status
+    refusals = [f"one byte altered: {' / '.join(status.splitlines())}"]
     assert_state(engine.state(), changed, "a tampered archive changed the device")
     result = sendfile(tools, local, "Restore", name="sendfile-age")
     assert sendfile_ok(result), result.describe() + "\n" + status_text()
@@ -359,6 +408,8 @@ def test_encrypted_backup_opens_with_age_restores_with_the_identity_and_costs(
     status = assert_refused(sendfile(tools, local, "Restore", name="sendfile-no-id"), "no identity")
     assert "no identity is configured" in status, status
     assert archive.name in status.splitlines()[0], status
+    refusals.append(f"no identity: {' / '.join(status.splitlines())}")
+    (test_logs / "refusals.txt").write_text("\n".join(refusals) + "\n")
     assert_state(engine.state(), changed, "a refused .mbak.age changed the device")
     engine.wait_mode("NORMAL")
 
