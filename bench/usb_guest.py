@@ -1,474 +1,547 @@
-"""Guest half of ``bench/bench_usb.py``: time libmtp transfers against two responders.
+"""Guest half of ``bench/bench_usb.py``: our responder against uMTP-Responder, in the VM.
 
 Runs inside the test VM (``tests/e2e/vm.py``), where the gadget, the kernel's
-dummy_hcd link and libmtp's example tools are all real.  The same 64 MiB payload
-is fetched (``mtp-getfile``) from and sent (``mtp-sendfile``) to our responder
-and to uMTP-Responder (``umtprd``), round by round and alternating between the
-two, so that CPU time taken by other work on the shared host penalises both
-alike instead of whichever happened to run during a busy minute.
+dummy_hcd link, libmtp's tools and pyusb are all real.  Sections:
 
-Storages, payloads and responder logs live on the guest's tmpfs: 9p would cost
-as much as MTP itself.  Every transfer is checked by SHA-256 before its time
-counts, so a truncated or corrupted transfer can never look fast.
+* ``transfers``: GetObject and SendObject of one payload with libmtp
+  (``mtp-getfile``/``mtp-sendfile``) and with a light raw pyusb host
+  (``bench/usb_raw.py``); wall and data-phase time, the responder's CPU
+  seconds and its peak RSS (VmHWM).  Rounds alternate the responders, so
+  a busy minute on the shared host penalises both alike.
+* ``startup``: exec of the responder to its FunctionFS descriptors written
+  (``ep1`` appears), page cache dropped (cold) or not (warm).
+* ``listing``: ``mtp-files`` over a folder of many files (wall, responder CPU).
+* ``small``: many 4 KiB files sent then fetched in one pyusb session (libmtp
+  has no tool that sends many files in one process; ``mtp-sendtr`` is one track).
+* ``backup``: ours only: a backup archive's GetObject next to a plain file of
+  the same size, through the raw host.
+* ``sweep``: uMTP-Responder alone, transfers under each buffer setting of
+  ``usb_rig.SWEEP``.
 
-Results go to ``$MTP_E2E_RESULTS/bench-usb.json`` for the host to print.
+Every transfer is checked (SHA-256, or for a sparse payload the digest of its
+zeros) before its time counts.  Storages, payloads and logs live on the
+guest's tmpfs.  Results go to ``$MTP_E2E_RESULTS/bench-usb.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
+import io
 import json
 import os
-import re
-import select
-import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+for entry in (REPO_ROOT, REPO_ROOT / "bench"):
+    if str(entry) not in sys.path:
+        sys.path.insert(0, str(entry))
 
+import usb_raw  # noqa: E402
+from usb_rig import (  # noqa: E402
+    RESPONDERS,
+    SWEEP,
+    cpu_delta,
+    make_gadget,
+    make_payload,
+    peak_rss_kib,
+    process_cpu,
+    responder_argv,
+    sha256_file,
+    timed_tool,
+)
+
+from mtp_backup.usb import UsbInitiator  # noqa: E402
+from mtp_responder.core.codes import ROOT  # noqa: E402
 from tests.e2e.guest.support import (  # noqa: E402
     IN_GUEST,
-    PYTHON,
     RESULTS,
     Gadget,
     Tools,
-    base_config,
-    mtp_responder_command,
+    make_file,
+    parse_mtp_files,
 )
 
 WORK = Path("/tmp/bench-usb")  # the guest's /tmp is a tmpfs
-RESPONDERS = ("ours", "umtprd")
-# An extension, because libmtp's tools misbehave on names without one, and not
-# ".bin": libmtp sends that as format 0xB802 (Firmware), whose properties our
-# responder does not list yet, so mtp-sendfile fails with an empty property list.
-# ".dat" is format 0x3000 (Undefined) in both directions and for both responders.
+# ".dat": format 0x3000 (Undefined) for libmtp in both directions and both responders.
 GET_NAME = "get.dat"
-PROGRESS_RE = re.compile(rb"Progress: (\d+) of (\d+)")
-FILE_ID_RE = re.compile(r"File ID: (\d+)\s*\n\s*Filename: (.+)")
+SPARSE_FROM = 256 << 20
+"""Payloads this large are holes of zeros: the guest's RAM holds the received copy only."""
+CLIENTS = ("libmtp", "raw")
+Record = dict[str, Any]
 
 
-@dataclass
-class Transfer:
-    """One timed tool run; ``wall`` is what a user waits, ``data`` the bulk phase alone."""
+class Bench:
+    """Shared state of one guest run: tools, logs, the umtprd setting, the results."""
 
-    responder: str
-    direction: str  # get | send
-    round: int
-    size: int
-    wall: float
-    data: float | None
-    ok: bool
-    problem: str = ""
-    responder_cpu: float | None = None  # user+system seconds of the responder process
-    client_cpu: float | None = None  # user+system seconds of the libmtp tool
-
-    @property
-    def wall_mbps(self) -> float:
-        return self.size / self.wall / 1e6
-
-
-@dataclass
-class BenchResult:
-    size: int
-    rounds: int
-    link: str
-    transfers: list[Transfer] = field(default_factory=list)
-    setup_seconds: dict[str, list[float]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    profiles: list[str] = field(default_factory=list)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def make_payload(path: Path, size: int) -> str:
-    """Random bytes, so no layer on the way can get away with compressing them."""
-    digest = hashlib.sha256()
-    with open(path, "wb") as f:
-        remaining = size
-        while remaining:
-            block = os.urandom(min(remaining, 1 << 20))
-            digest.update(block)
-            f.write(block)
-            remaining -= len(block)
-    return digest.hexdigest()
-
-
-@dataclass
-class ToolRun:
-    """Seconds in total and in the data phase, exit status, and the tool's own CPU."""
-
-    wall: float
-    data: float | None
-    status: int
-    cpu: float
-
-
-def process_cpu(pid: int | None) -> float | None:
-    """User+system CPU seconds of a process and all its threads so far.
-
-    CPU spent per megabyte is steadier than a transfer time on a shared host, and
-    it is what a busier or smaller device runs out of first.  (A TCG guest sees
-    no steal time, so a loaded host inflates it too, but alike for both sides.)
-    """
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def timed_tool(argv: Sequence[str], log: Path, timeout: float) -> ToolRun:
-    """Run a libmtp tool and time it, in total and its data phase.
-
-    The tools print ``Progress: N of M`` and flush after every block, so the time
-    between the first and the last progress line brackets the bulk data phase;
-    the rest of the wall time is device open, session and listing, which is the
-    same client work for both responders but still part of what a user waits.
-    """
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, start_new_session=True,
-    )
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    output = bytearray()
-    first: tuple[float, int] | None = None
-    last: tuple[float, int] | None = None
-    total = 0
-    deadline = started + timeout
-    timed_out = False
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            timed_out = True
-            os.killpg(proc.pid, signal.SIGKILL)
-            break
-        ready, _, _ = select.select([fd], [], [], min(remaining, 1.0))
-        if not ready:
-            continue
-        chunk = os.read(fd, 65536)
-        now = time.monotonic()
-        if not chunk:
-            break
-        output += chunk
-        matches = PROGRESS_RE.findall(chunk)
-        if matches:
-            done, total = int(matches[-1][0]), int(matches[-1][1])
-            if first is None:
-                first = (now, done)
-            last = (now, done)
-    _, wait_status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - started
-    status = os.waitstatus_to_exitcode(wait_status)
-    proc.returncode = status
-    data: float | None = None
-    if first is not None and last is not None and last[0] > first[0] and total:
-        # Scale the bracketed part up to the whole payload.
-        data = (last[0] - first[0]) * total / max(1, last[1] - first[1])
-    text = output.decode(errors="replace").replace("\r", "\n")
-    lines = [ln for ln in text.splitlines() if not ln.startswith("Progress:")]
-    log.write_text(
-        f"$ {shlex.join(argv)}\n# exit {status}{' TIMED OUT' if timed_out else ''}"
-        f" after {wall:.2f}s; data phase {data if data is None else round(data, 2)}s\n"
-        + "\n".join(lines) + "\n"
-    )
-    return ToolRun(wall, data, -1 if timed_out else status, usage.ru_utime + usage.ru_stime)
-
-
-def find_object_id(tools: Tools, name: str) -> int:
-    """Look the id up by name: some responders renumber handles per session."""
-    out = tools.run(["mtp-files"], timeout=120, name="mtp-files", check=True).stdout
-    for object_id, filename in FILE_ID_RE.findall(out):
-        if filename.strip() == name:
-            return int(object_id)
-    raise RuntimeError(f"{name} not listed by mtp-files:\n{out[-2000:]}")
-
-
-# -- the two responders ------------------------------------------------------------------
-
-
-def umtprd_conf(mount: Path, storage: Path, gadget: Gadget) -> str:
-    """uMTP-Responder's config: FunctionFS mode, 64 KiB USB buffers, no inotify."""
-    dev = gadget.config["device"]
-    return "\n".join([
-        "loop_on_disconnect 1",
-        f'storage "{storage}" "Bench Storage" "rw"',
-        f'manufacturer "{dev["manufacturer"]}"',
-        f'product "{dev["product"]}"',
-        f'serial "{dev["serial"]}"',
-        'firmware_version "Rev A"',
-        'interface "MTP"',
-        f"usb_vendor_id {dev['vendor_id']:#06x}",
-        f"usb_product_id {dev['product_id']:#06x}",
-        "usb_class 0x6",
-        "usb_subclass 0x1",
-        "usb_protocol 0x1",
-        "usb_dev_version 0x3008",
-        "no_inotify 0x1",
-        "usb_max_rd_buffer_size 0x10000",
-        "usb_max_wr_buffer_size 0x10000",
-        "read_buffer_cache_size 0x100000",
-        "usb_functionfs_mode 0x1",
-        f'usb_dev_path "{mount}/ep0"',
-        f'usb_epin_path "{mount}/ep1"',
-        f'usb_epout_path "{mount}/ep2"',
-        f'usb_epint_path "{mount}/ep3"',
-        "usb_max_packet_size 0x200",
-        "",
-    ])
-
-
-def make_gadget(
-    responder: str, tools: Tools, logs: Path, transport: dict[str, int] | None = None
-) -> Gadget:
-    """A gadget built by ``mtp-gadget`` from a generated config, like the e2e fixture.
-
-    umtprd goes through the same tool with its own command line: gadget_config
-    starts it, waits for ep1 (its descriptors) and only then binds the UDC.
-    """
-    work = WORK / responder
-    storage = work / "storage"
-    name = f"bench{responder}"
-    command = (
-        mtp_responder_command()
-        if responder == "ours"
-        else ["umtprd", "-conf", str(work / "umtprd.conf")]
-    )
-    data = base_config(
-        name=name, work_dir=work, log_dir=work, responder_command=command,
-        product=f"Bench {responder}",
-    )
-    data["gadget"]["responder_log"] = str(work / "responder.log")
-    if responder == "ours":
-        data["providers"] = {
-            "files": {"storages": [{"path": str(storage), "description": "Bench Storage"}]}
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.logs = RESULTS / "bench-logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.tools = Tools(self.logs)
+        self.buffers: dict[str, int] = json.loads(args.umtprd_buffers)
+        self.results: dict[str, Any] = {
+            "link": os.environ.get("MTP_E2E_LINK", "?"),
+            "umtprd_buffers": self.buffers,
+            "notes": [],
+            "failures": [],
         }
-        if transport:
-            data["transport"] = dict(transport)
-    else:
-        # umtprd writes no MS OS descriptors into FunctionFS; do not advertise any.
-        data["gadget"]["os_desc"] = False
-    gadget = Gadget(tools=tools, config=data, config_path=work / f"{name}.toml",
-                    work_dir=work, log_dir=logs)
-    if responder == "umtprd":
-        (work / "umtprd.conf").write_text(umtprd_conf(gadget.mount, storage, gadget))
-    return gadget
+
+    def gadget(self, responder: str, work: Path, **kw: Any) -> Gadget:
+        return make_gadget(responder, work, self.tools, self.logs, self.buffers, **kw)
+
+    def fail(self, what: str, exc: BaseException) -> None:
+        self.results["failures"].append(f"{what}: {exc}")
+        print(f"  {what} FAILED: {exc}", flush=True)
+
+    def keep_log(self, gadget: Gadget, label: str) -> None:
+        with contextlib.suppress(OSError):
+            shutil.copy(gadget.responder_log, self.logs / f"{label}-responder.log")
 
 
-# -- rounds --------------------------------------------------------------------------------
+# -- transfers -------------------------------------------------------------------------------
 
 
-def run_round(
-    responder: str, rnd: int, result: BenchResult, payload: Path, digest: str,
-    tools: Tools, logs: Path, timeout: float, profile: str | None,
-    transport: dict[str, int] | None = None,
-) -> None:
-    work = WORK / responder
-    storage = work / "storage"
-    gadget = make_gadget(responder, tools, logs, transport)
-    started = time.monotonic()
-    gadget.up()
-    result.setup_seconds.setdefault(responder, []).append(time.monotonic() - started)
-    try:
-        object_id = find_object_id(tools, GET_NAME)
-        received = WORK / f"received-{responder}.bin"
-        received.unlink(missing_ok=True)
-        measure(gadget, result, Transfer(responder, "get", rnd, result.size, 0, None, False),
-                ["mtp-getfile", str(object_id), str(received)], received, digest,
-                logs, timeout, profile)
-        received.unlink(missing_ok=True)
+def transfers(bench: Bench, size: int, rounds: int, responders: list[str], tag: str) -> None:
+    """Both directions, both clients, ``rounds`` times, alternating the responders."""
+    area = WORK / f"xfer-{tag}"
+    shutil.rmtree(area, ignore_errors=True)
+    area.mkdir(parents=True)
+    payload = area / "payload.dat"
+    sparse = size >= SPARSE_FROM
+    digest = make_payload(payload, size, sparse)
+    out = bench.results.setdefault("transfers", [])
+    for rnd in range(1, rounds + 1):
+        for responder in responders:
+            work = area / responder
+            (work / "storage").mkdir(parents=True, exist_ok=True)
+            target = work / "storage" / GET_NAME
+            if not target.exists():
+                if sparse:
+                    make_payload(target, size, True)
+                else:
+                    os.link(payload, target)
+            gadget = bench.gadget(responder, work)
+            label = f"{tag}-{responder}-r{rnd}"
+            try:
+                gadget.up()
+                for client in CLIENTS:
+                    for direction in ("get", "send"):
+                        rec: Record = {
+                            "tag": tag,
+                            "responder": responder,
+                            "client": client,
+                            "direction": direction,
+                            "round": rnd,
+                            "size": size,
+                            "buffers": bench.buffers if responder == "umtprd" else {},
+                        }
+                        out.append(rec)
+                        one_transfer(bench, gadget, rec, payload, digest, area)
+            except (AssertionError, RuntimeError, OSError) as exc:
+                bench.fail(label, exc)
+            finally:
+                gadget.down(check=False)
+                bench.keep_log(gadget, label)
+                for sent in (work / "storage").glob("send-*"):
+                    sent.unlink()
+    shutil.rmtree(area, ignore_errors=True)
 
-        # mtp-sendfile names the new object after the local file's basename and
-        # takes the second argument as the parent folder.
-        remote = f"send-{rnd}.dat"
-        local = WORK / remote
-        local.unlink(missing_ok=True)
-        os.link(payload, local)
-        measure(gadget, result, Transfer(responder, "send", rnd, result.size, 0, None, False),
-                ["mtp-sendfile", str(local), "/"], storage / remote, digest,
-                logs, timeout, profile)
-        local.unlink()
-    finally:
-        gadget.down(check=False)
-        for sent in storage.glob("send-*.dat"):
-            sent.unlink()
-        shutil.copy(work / "responder.log", logs / f"{responder}-r{rnd}-responder.log")
 
-
-def measure(
-    gadget: Gadget, result: BenchResult, t: Transfer, argv: list[str], arrived: Path,
-    digest: str, logs: Path, timeout: float, profile: str | None,
-) -> None:
-    """One timed transfer, with the responder's CPU time and optionally a profile."""
-    label = f"{t.responder}-r{t.round}-{t.direction}"
-    spy = start_profiler(gadget, profile, logs / f"{profile}-{label}") if profile else None
+def one_transfer(bench: Bench, gadget: Gadget, rec: Record, payload: Path, digest: str,
+                 area: Path) -> None:  # fmt: skip
+    """One timed transfer, its check, and the responder's CPU and peak RSS around it."""
+    responder, client, direction, rnd = (
+        rec["responder"],
+        rec["client"],
+        rec["direction"],
+        rec["round"],
+    )
     pid = gadget.responder_pid()
+    storage = gadget.work_dir / "storage"
+    remote = f"send-{client}-{rnd}.dat"
+    arrived = storage / remote if direction == "send" else area / f"got-{responder}.dat"
+    arrived.unlink(missing_ok=True)
+    rec.update(ok=False, problem="", wall=None, data=None)
     cpu0 = process_cpu(pid)
     try:
-        run = timed_tool(argv, logs / f"{label}.log", timeout)
-    finally:
-        cpu1 = process_cpu(pid)
-        if spy is not None:
-            stop_profiler(spy, result)
-    t.wall, t.data, t.ok = run.wall, run.data, run.status == 0
-    t.responder_cpu, t.client_cpu = cpu_delta(cpu0, cpu1), run.cpu
-    result.transfers.append(check(t, run.status, arrived, digest))
+        if client == "libmtp":
+            run_libmtp(bench, gadget, rec, payload, arrived, remote, area)
+        else:
+            run_raw(gadget, rec, payload, remote)
+    except (usb_raw.RawError, OSError, RuntimeError, ValueError) as exc:
+        rec["problem"] = f"{type(exc).__name__}: {exc}"
+    cpu1 = process_cpu(pid)
+    rec["responder_cpu"] = cpu_delta(cpu0, cpu1)
+    rec["peak_rss_kib"] = peak_rss_kib(pid)
+    if not rec["problem"]:
+        got = rec.pop("digest", None) or (sha256_file(arrived) if arrived.exists() else "missing")
+        if got != digest:
+            rec["problem"] = f"check failed: {got[:16]} is not the payload's {digest[:16]}"
+        else:
+            rec["ok"] = True
+    arrived.unlink(missing_ok=True)
+    wall, data = rec["wall"], rec["data"]
+    print(f"  {rec['tag']} {responder:<6} {client:<6} {direction:<4} r{rnd}: "
+          + (f"{wall:6.2f}s wall ({rec['size'] / wall / 1e6:6.2f} MB/s)" if wall else "")
+          + (f", data {rec['size'] / data / 1e6:6.2f} MB/s" if data else "")
+          + (f", CPU {rec['responder_cpu']:.2f}s" if rec["responder_cpu"] is not None else "")
+          + (f", VmHWM {rec['peak_rss_kib'] >> 10} MiB" if rec["peak_rss_kib"] else "")
+          + ("" if rec["ok"] else f" FAILED: {rec['problem']}"), flush=True)  # fmt: skip
 
 
-def cpu_delta(before: float | None, after: float | None) -> float | None:
-    return None if before is None or after is None else after - before
-
-
-def check(t: Transfer, status: int, path: Path, digest: str) -> Transfer:
-    """A transfer counts only if the tool succeeded and the bytes are identical."""
-    if status != 0:
-        t.ok, t.problem = False, f"tool exited {status}"
-    elif not path.exists():
-        t.ok, t.problem = False, f"{path} missing"
-    elif (actual := sha256_file(path)) != digest:
-        t.ok, t.problem = False, f"SHA-256 mismatch ({path.stat().st_size} bytes, {actual[:12]})"
-    print(f"  {t.responder:<7} {t.direction:<4} round {t.round}: {t.wall:6.2f}s wall "
-          f"({t.wall_mbps:5.2f} MB/s)"
-          f"{'' if t.data is None else f', data phase {t.size / t.data / 1e6:5.2f} MB/s'}"
-          f"{'' if t.responder_cpu is None else f', responder CPU {t.responder_cpu:.2f}s'}"
-          f", client CPU {t.client_cpu or 0:.2f}s"
-          f"{'' if t.ok else ' FAILED: ' + t.problem}", flush=True)
-    return t
-
-
-# -- profiling -----------------------------------------------------------------------------
-
-PROFILERS = ("py-spy", "strace", "perf")
-
-
-@dataclass
-class Profiler:
-    proc: subprocess.Popen[bytes]
-    kind: str
-    out: Path
-
-
-def start_profiler(gadget: Gadget, kind: str, out: Path) -> Profiler | None:
-    """Watch the responder during one transfer; none of these tools is a dependency.
-
-    py-spy shows where the Python time goes, ``strace -c`` how many system calls
-    a transfer costs (each one is expensive under TCG), and a system-wide
-    ``perf`` sample what the kernel does on the responder's behalf.
-    """
-    pid = gadget.responder_pid()
-    if pid is None:
-        print("  (no profile: no responder pid)")
-        return None
-    if kind == "py-spy":
-        if gadget.name != "benchours":
-            return None  # umtprd is C; py-spy profiles Python
-        spy = Path(PYTHON).with_name("py-spy")
-        if not spy.exists():
-            print("  (no profile: py-spy is not installed in the venv)")
-            return None
-        argv = [str(spy), "record", "--pid", str(pid), "--rate", "50", "--format", "raw",
-                "--threads", "--output", str(out.with_suffix(".txt")), "--nonblocking"]
-    elif kind == "strace":
-        argv = ["strace", "-c", "-f", "-p", str(pid), "-o", str(out.with_suffix(".txt"))]
+def run_libmtp(bench: Bench, gadget: Gadget, rec: Record, payload: Path, arrived: Path,
+               remote: str, area: Path) -> None:  # fmt: skip
+    label = f"{rec['tag']}-{rec['responder']}-libmtp-{rec['direction']}-r{rec['round']}"
+    if rec["direction"] == "get":
+        listing = bench.tools.run(["mtp-files"], timeout=300, name="mtp-files", check=True)
+        handle = next((f.item_id for f in parse_mtp_files(listing.stdout) if f.name == GET_NAME),
+                      None)  # fmt: skip
+        if handle is None:
+            raise RuntimeError(f"{GET_NAME} not listed by mtp-files")
+        argv = ["mtp-getfile", str(handle), str(arrived)]
     else:
-        argv = ["perf", "record", "-e", "cpu-clock", "-F", "250", "-a", "-g",
-                "-o", str(out.with_suffix(".data"))]
-    with open(out.with_suffix(".log"), "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    time.sleep(1.0)  # let the tool attach before the transfer starts
-    return Profiler(proc, kind, out)
-
-
-def stop_profiler(profiler: Profiler, result: BenchResult) -> None:
-    profiler.proc.send_signal(signal.SIGINT)  # all three write their output on SIGINT
+        local = area / remote  # mtp-sendfile names the object after the local file
+        local.unlink(missing_ok=True)
+        os.link(payload, local)
+        argv = ["mtp-sendfile", str(local), "/"]
     try:
-        profiler.proc.wait(60)
+        run = timed_tool(argv, bench.logs / f"{label}.log", bench.args.timeout)
+    finally:
+        if rec["direction"] == "send":
+            (area / remote).unlink(missing_ok=True)
+    rec.update(wall=run.wall, data=run.data, client_cpu=run.cpu)
+    if run.status != 0:
+        rec["problem"] = f"{argv[0]} exited {run.status}"
+
+
+def run_raw(gadget: Gadget, rec: Record, payload: Path, remote: str) -> None:
+    started = time.monotonic()
+    initiator = usb_raw.open_device(gadget.vid, gadget.pid)
+    try:
+        if rec["direction"] == "get":
+            _, handle = usb_raw.find_handle(initiator, GET_NAME)
+            run = usb_raw.get_object(initiator, handle, rec["size"])
+            rec["digest"] = run.digest
+        else:
+            sid = initiator.storage_ids()[0]
+            with open(payload, "rb") as source:
+                run = usb_raw.send_object(initiator, sid, remote, rec["size"],
+                                          usb_raw.blocks(source, rec["size"]))  # fmt: skip
+    finally:
+        usb_raw.close_device(initiator)
+    rec.update(wall=time.monotonic() - started, data=run.data)
+
+
+# -- start-up ----------------------------------------------------------------------------------
+
+
+def drop_caches() -> None:
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def startup(bench: Bench, rounds: int, responders: list[str]) -> None:
+    """exec -> ep1 exists (FunctionFS creates it when the descriptors are written)."""
+    out = bench.results.setdefault("startup", [])
+    for rnd in range(1, rounds + 1):
+        for kind in ("cold", "warm"):
+            for responder in responders:
+                work = WORK / "startup" / responder
+                gadget = bench.gadget(responder, work)
+                rec: Record = {"responder": responder, "kind": kind, "round": rnd}
+                out.append(rec)
+                try:
+                    rec["seconds"] = time_to_descriptors(gadget, cold=kind == "cold")
+                    print(f"  startup {responder:<6} {kind}: {rec['seconds']:.3f}s", flush=True)
+                except (AssertionError, RuntimeError, OSError) as exc:
+                    bench.fail(f"startup {responder} {kind} r{rnd}", exc)
+    shutil.rmtree(WORK / "startup", ignore_errors=True)
+
+
+def time_to_descriptors(gadget: Gadget, cold: bool) -> float:
+    gadget.write_config()
+    gadget.cli("prepare")
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        if cold:
+            drop_caches()
+        ep1 = gadget.mount / "ep1"
+        with open(gadget.responder_log, "ab") as log:
+            started = time.monotonic()
+            proc = subprocess.Popen(
+                responder_argv(gadget), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+            deadline = started + 60
+            while not ep1.exists():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"responder exited {proc.returncode} before ep1")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("no ep1 within 60 s")
+                time.sleep(0.002)
+            return time.monotonic() - started
+    finally:
+        if proc is not None:
+            stop(proc)
+        gadget.down(check=False)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        proc.wait(10)
     except subprocess.TimeoutExpired:
-        profiler.proc.kill()
-        profiler.proc.wait()
-    if profiler.kind == "perf":
-        data = profiler.out.with_suffix(".data")
-        with open(profiler.out.with_suffix(".txt"), "wb") as report:
-            subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children",
-                            "--sort", "comm,dso,sym", "-g", "none", "--percent-limit", "0.5"],
-                           stdout=report, stderr=subprocess.STDOUT, check=False)
-        data.unlink(missing_ok=True)
-    result.profiles.append(str(profiler.out.with_suffix(".txt")))
+        proc.kill()
+        proc.wait()
+
+
+# -- listing -----------------------------------------------------------------------------------
+
+
+def listing(bench: Bench, files: int, rounds: int, responders: list[str]) -> None:
+    out = bench.results.setdefault("listing", [])
+    for responder in responders:
+        folder = WORK / "listing" / responder / "storage" / "many"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(files):
+            (folder / f"f{i:05d}.txt").write_bytes(b"x" * 16)
+    for rnd in range(1, rounds + 1):
+        for responder in responders:
+            gadget = bench.gadget(responder, WORK / "listing" / responder)
+            rec: Record = {"responder": responder, "files": files, "round": rnd, "ok": False}
+            out.append(rec)
+            try:
+                gadget.up()
+                pid = gadget.responder_pid()
+                cpu0 = process_cpu(pid)
+                run = bench.tools.run(["mtp-files"], timeout=bench.args.timeout,
+                                      name=f"list-{responder}")  # fmt: skip
+                rec.update(wall=run.seconds, responder_cpu=cpu_delta(cpu0, process_cpu(pid)))
+                listed = sum(1 for f in parse_mtp_files(run.stdout) if f.name.startswith("f"))
+                rec["listed"] = listed
+                rec["ok"] = run.returncode == 0 and listed == files
+                print(f"  listing {responder:<6} r{rnd}: {files} files in {run.seconds:.2f}s, "
+                      f"responder CPU {rec['responder_cpu'] or 0:.2f}s"
+                      f"{'' if rec['ok'] else f' FAILED ({listed} listed, exit {run.returncode})'}",
+                      flush=True)  # fmt: skip
+            except (AssertionError, RuntimeError, OSError) as exc:
+                bench.fail(f"listing {responder} r{rnd}", exc)
+            finally:
+                gadget.down(check=False)
+    shutil.rmtree(WORK / "listing", ignore_errors=True)
+
+
+# -- many small files --------------------------------------------------------------------------
+
+
+def small_files(bench: Bench, count: int, rounds: int, responders: list[str]) -> None:
+    """``count`` files of 4 KiB sent, then fetched, each direction timed as a whole."""
+    out = bench.results.setdefault("small", [])
+    blobs = [os.urandom(4096) for _ in range(count)]
+    for rnd in range(1, rounds + 1):
+        for responder in responders:
+            work = WORK / "small" / responder
+            shutil.rmtree(work, ignore_errors=True)
+            gadget = bench.gadget(responder, work)
+            try:
+                gadget.up()
+                initiator = usb_raw.open_device(gadget.vid, gadget.pid)
+                try:
+                    for rec in small_round(initiator, gadget, blobs):
+                        rec.update(responder=responder, round=rnd)
+                        out.append(rec)
+                        print(
+                            f"  small {responder:<6} {rec['direction']:<4} r{rnd}: {count} x 4 KiB"
+                            f" in {rec['seconds']:.2f}s ({count / rec['seconds']:.0f} files/s), "
+                            f"responder CPU {rec['responder_cpu'] or 0:.2f}s",
+                            flush=True,
+                        )
+                finally:
+                    usb_raw.close_device(initiator)
+            except Exception as exc:
+                bench.fail(f"small files {responder} r{rnd}", exc)
+            finally:
+                gadget.down(check=False)
+    shutil.rmtree(WORK / "small", ignore_errors=True)
+
+
+def small_round(initiator: UsbInitiator, gadget: Gadget, blobs: list[bytes]) -> list[Record]:
+    """Send every blob (checked on the device's disk), then fetch each back (checked)."""
+    pid = gadget.responder_pid()
+    sid = initiator.storage_ids()[0]
+    handles: list[int] = []
+    cpu0 = process_cpu(pid)
+    started = time.monotonic()
+    for i, blob in enumerate(blobs):
+        handle, _ = initiator.send_object_from(
+            sid, ROOT, f"s{i:04d}.dat", io.BytesIO(blob), len(blob)
+        )
+        handles.append(handle)
+    sent = small_record("send", len(blobs), started, cpu0, pid)
+    storage = gadget.work_dir / "storage"
+    bad = [i for i, b in enumerate(blobs) if (storage / f"s{i:04d}.dat").read_bytes() != b]
+    if bad:
+        raise RuntimeError(f"{len(bad)} of the sent files differ on the device's disk")
+    cpu0 = process_cpu(pid)
+    started = time.monotonic()
+    for handle, blob in zip(handles, blobs, strict=True):
+        sink = io.BytesIO()
+        initiator.get_object_to(handle, sink)
+        if sink.getvalue() != blob:
+            raise RuntimeError(f"object {handle:#x} came back different")
+    return [sent, small_record("get", len(blobs), started, cpu0, pid)]
+
+
+def small_record(
+    direction: str, count: int, started: float, cpu0: float | None, pid: int | None
+) -> Record:
+    return {
+        "direction": direction,
+        "files": count,
+        "seconds": time.monotonic() - started,
+        "responder_cpu": cpu_delta(cpu0, process_cpu(pid)),
+        "ok": True,
+    }
+
+
+# -- backup next to a plain file ---------------------------------------------------------------
+
+
+def backup(bench: Bench, big_mib: int, rounds: int) -> None:
+    """GetObject of a backup archive and of a plain file of its size, alternately."""
+    from mtp_backup.verify import verify_archive
+    from tests.e2e.backup_support import (
+        DEVICE_NAME,
+        GuestEngine,
+        mtp_files,
+        responder_config,
+        seed_passive,
+    )
+
+    out = bench.results.setdefault("backup", [])
+    work = WORK / "backup"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    engine = GuestEngine(work / "engine", bench.logs / "engine.log", active=False)
+    engine.setup()
+    seed_passive(engine.passive_dir, files=14, big=big_mib << 20)
+    gadget: Gadget | None = None
+    try:
+        engine.start()
+        config = responder_config(engine, work)
+        gadget = bench.gadget("ours", work, providers=config["providers"],
+                              extra={"state_dir": config["state_dir"]})  # fmt: skip
+        gadget.up()
+        archives = [
+            f
+            for f in mtp_files(bench.tools)
+            if f.name.startswith(f"{DEVICE_NAME}-") and f.name.endswith(".mbak")
+        ]
+        if len(archives) != 1:
+            raise RuntimeError(f"expected one .mbak, listed {[a.name for a in archives]}")
+        size = archives[0].size
+        plain_digest = make_file(work / "storage" / "plain.dat", size)
+        listed = mtp_files(bench.tools, name="mtp-files-2")
+        mbak = next(f for f in listed if f.name == archives[0].name)
+        plain = next(f for f in listed if f.name == "plain.dat")
+        for rnd in range(1, rounds + 1):
+            for kind, item in (("mbak", mbak), ("plain", plain)):
+                sink = work / f"got.{kind}"
+                initiator = usb_raw.open_device(gadget.vid, gadget.pid)
+                try:
+                    with open(sink, "wb") as tee:
+                        run = usb_raw.get_object(initiator, item.item_id, item.size, tee)
+                finally:
+                    usb_raw.close_device(initiator)
+                if kind == "plain":
+                    ok = run.digest == plain_digest
+                else:
+                    ok = verify_archive(sink).size == sink.stat().st_size == item.size
+                out.append({"kind": kind, "round": rnd, "size": item.size, "wall": run.wall,
+                            "data": run.data, "ok": ok})  # fmt: skip
+                print(
+                    f"  backup {kind:<5} r{rnd}: {item.size / run.wall / 1e6:6.2f} MB/s "
+                    f"({item.size} bytes){'' if ok else ' FAILED check'}",
+                    flush=True,
+                )
+                sink.unlink()
+        engine.wait_mode("NORMAL")
+    except Exception as exc:
+        bench.fail("backup", exc)
+    finally:
+        if gadget is not None:
+            gadget.down(check=False)
+            bench.keep_log(gadget, "backup")
+        engine.stop()
+    shutil.rmtree(work, ignore_errors=True)
 
 
 # -- main -----------------------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sections", default="transfers,startup,listing,small,backup")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size-mib", type=int, default=64)
+    parser.add_argument("--big-mib", type=int, default=0, help="also transfer this many MiB")
+    parser.add_argument("--big-rounds", type=int, default=1)
+    parser.add_argument("--listing-files", type=int, default=10_000)
+    parser.add_argument("--small-files", type=int, default=1_000)
+    parser.add_argument("--backup-mib", type=int, default=16)
     parser.add_argument("--responders", default=",".join(RESPONDERS))
-    parser.add_argument("--timeout", type=float, default=300, help="per tool run (s)")
-    parser.add_argument("--profile", choices=PROFILERS, help="watch each transfer with this")
-    parser.add_argument("--transport", action="append", default=[], metavar="KEY=INT",
-                        help="[transport] setting for our responder, to compare tunings")
+    parser.add_argument("--umtprd-buffers", default="{}", help="JSON: umtprd.conf keys")
+    parser.add_argument("--timeout", type=float, default=900, help="per tool run (s)")
     args = parser.parse_args(argv)
     if not IN_GUEST:
         print("usb_guest.py runs inside the test VM; use bench/bench_usb.py", file=sys.stderr)
         return 2
+    bench = Bench(args)
     responders = [r for r in args.responders.split(",") if r]
-    logs = RESULTS / "bench-logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    tools = Tools(logs)
+    sections = [s for s in args.sections.split(",") if s]
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
-    size = args.size_mib << 20
-    payload = WORK / "payload.bin"
-    digest = make_payload(payload, size)
-    for responder in responders:
-        storage = WORK / responder / "storage"
-        storage.mkdir(parents=True)
-        shutil.copyfile(payload, storage / GET_NAME)
-    transport = {k: int(v, 0) for k, v in (item.split("=", 1) for item in args.transport)}
-    if transport:
-        print(f"  our [transport]: {transport}", flush=True)
-    result = BenchResult(size=size, rounds=args.rounds, link=os.environ.get("MTP_E2E_LINK", "?"))
-    # With a clocksource other than the TSC every clock read is a system call
-    # (and an emulated device access), which weighs on event loops that read
-    # the clock often; worth knowing when comparing figures across machines.
     clocksource = Path("/sys/devices/system/clocksource/clocksource0/current_clocksource")
     with contextlib.suppress(OSError):
-        result.notes.append(f"guest clocksource: {clocksource.read_text().strip()}")
-    failed = False
-    for rnd in range(1, args.rounds + 1):
-        for responder in responders:
-            try:
-                run_round(responder, rnd, result, payload, digest, tools, logs,
-                          args.timeout, args.profile, transport)
-            except (AssertionError, RuntimeError, OSError) as exc:
-                failed = True
-                result.notes.append(f"{responder} round {rnd}: {exc}")
-                print(f"  {responder} round {rnd} FAILED: {exc}", flush=True)
-    out: dict[str, Any] = asdict(result)
-    (RESULTS / "bench-usb.json").write_text(json.dumps(out, indent=2) + "\n")
-    return 1 if failed or not all(t.ok for t in result.transfers) else 0
+        bench.results["notes"].append(f"guest clocksource: {clocksource.read_text().strip()}")
+    timings: dict[str, float] = {}
+    for section in sections:
+        started = time.monotonic()
+        print(f"== {section}", flush=True)
+        if section == "transfers":
+            transfers(bench, args.size_mib << 20, args.rounds, responders, f"{args.size_mib}MiB")
+            if args.big_mib:
+                transfers(bench, args.big_mib << 20, args.big_rounds, responders,
+                          f"{args.big_mib}MiB")  # fmt: skip
+        elif section == "sweep":
+            bench.results["sweep"] = sweep = []
+            for setting in SWEEP:
+                bench.buffers = dict(setting)
+                bench.results.pop("transfers", None)
+                transfers(bench, args.size_mib << 20, args.rounds, ["umtprd"], "sweep")
+                sweep.append({"buffers": setting, "transfers": bench.results.pop("transfers", [])})
+        elif section == "startup":
+            startup(bench, args.rounds, responders)
+        elif section == "listing":
+            listing(bench, args.listing_files, max(1, args.rounds - 1), responders)
+        elif section == "small":
+            small_files(bench, args.small_files, 1, responders)
+        elif section == "backup":
+            backup(bench, args.backup_mib, args.rounds)
+        timings[section] = time.monotonic() - started
+    bench.results["section_seconds"] = timings
+    (RESULTS / "bench-usb.json").write_text(json.dumps(bench.results, indent=2) + "\n")
+    records = [r for key in ("transfers", "listing", "small", "backup")
+               for r in bench.results.get(key, [])]  # fmt: skip
+    records += [t for s in bench.results.get("sweep", []) for t in s["transfers"]]
+    return 1 if bench.results["failures"] or not all(r.get("ok") for r in records) else 0
 
 
 if __name__ == "__main__":
