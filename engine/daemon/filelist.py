@@ -101,13 +101,14 @@ def passive_file_list(
         except OSError:
             continue
         if stat.S_ISDIR(st.st_mode):
-            walker.walk(full, rel)
+            walker.walk_root(full, rel)
         elif stat.S_ISREG(st.st_mode) and not inc.endswith("/"):
             out[rel] = FileRecord(rel, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
     return sorted(out.values(), key=_PATH)
 
 
 _PATH = operator.itemgetter(0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _S_IFMT = 0o170000
 _S_IFREG = 0o100000
 _S_IFDIR = 0o040000
@@ -136,14 +137,31 @@ class _Walker:
             return True
         return any(fnmatch.fnmatchcase(crel, g) for g in self.ex.globs)
 
-    def walk(self, full: str, rel: str) -> int:
-        """Add the subtree to ``out``; returns how many entries it contributed."""
+    def walk_root(self, full: str, rel: str) -> int:
+        """Add the tree below the directory ``full`` (``rel`` in the listing)."""
         try:
-            # Unsorted: the whole listing is sorted once at the end.
-            with os.scandir(full) as it:
-                entries = list(it)
+            fd = os.open(full, _DIR_FLAGS)
         except OSError as err:
             log.warning("cannot list %r: %s", full, err)
+            return 0
+        try:
+            return self.walk(fd, rel)
+        finally:
+            os.close(fd)
+
+    def walk(self, fd: int, rel: str) -> int:
+        """Add the subtree of the open directory ``fd`` to ``out``; returns its entry count.
+
+        Directories are opened relative to their parent and entries stat'ed with
+        ``fstatat``: no path is resolved from the root again for every file, and
+        a directory swapped for a symlink meanwhile is not followed.
+        """
+        try:
+            # Unsorted: the whole listing is sorted once at the end.
+            with os.scandir(fd) as it:
+                entries = list(it)
+        except OSError as err:
+            log.warning("cannot list %r: %s", rel, err)
             return 0
         out = self.out
         top = not rel
@@ -170,7 +188,16 @@ class _Walker:
                 # reproduces directory modes and mtimes as well.
                 key = crel + "/"
                 out[key] = new(FileRecord, (key, 0, st.st_mtime_ns, m & 0o7777))
-                added += 1 + self.walk(e.path, crel)
+                try:
+                    sub = os.open(e.name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                except OSError as err:
+                    log.warning("cannot list %r: %s", crel, err)
+                    added += 1
+                    continue
+                try:
+                    added += 1 + self.walk(sub, crel)
+                finally:
+                    os.close(sub)
             else:
                 log.info("skipping non-regular file %s", crel)
         return added
