@@ -124,18 +124,15 @@ class _Walker:
 
     def __init__(self, out: dict[str, FileRecord], ex: ExcludeSet, skip: set[str]) -> None:
         self.out = out
-        self.ex = ex
-        self.skip = skip
-        self.checks = bool(skip or ex.exact or ex.globs)
+        self.exact = skip | ex.exact
+        self.globs = ex.globs
 
     def excluded(self, crel: str, top: bool) -> bool:
         if top and crel.lower() in GLOBAL_EXCLUDED_TOP:
             return True
-        if not self.checks:
-            return False
-        if crel in self.skip or crel in self.ex.exact:
+        if crel in self.exact:
             return True
-        return any(fnmatch.fnmatchcase(crel, g) for g in self.ex.globs)
+        return any(fnmatch.fnmatchcase(crel, g) for g in self.globs)
 
     def walk_root(self, full: str, rel: str) -> int:
         """Add the tree below the directory ``full`` (``rel`` in the listing)."""
@@ -165,13 +162,15 @@ class _Walker:
             return 0
         out = self.out
         top = not rel
-        check = top or self.checks
+        # Exact excludes are a set lookup inline; the full check only when needed.
+        full_check = top or bool(self.globs)
+        exact = self.exact
         base = rel + "/" if rel else ""
         added = 0
         new = tuple.__new__  # FileRecord(...) without a Python-level __new__ per file
         for e in entries:
             crel = base + e.name
-            if check and self.excluded(crel, top):
+            if crel in exact or (full_check and self.excluded(crel, top)):
                 continue
             try:
                 st = e.stat(follow_symlinks=False)
