@@ -166,15 +166,18 @@ class Snapshot:
         included (engine/README.md, Passive data).
         """
         raw = self._raw
-        pos = len(MAGIC) if raw else len(raw)
+        end = len(raw)
+        pos = len(MAGIC) if raw else end
         pack = RECORD.pack
+        enc = str.encode
         out = []
         for r in records:
-            if pos < len(raw):
+            if pos < end:
                 # The next old record, byte for byte: same path and same stat.
-                p = _enc(r.path)
+                path, size, mtime_ns, mode = r
+                p = enc(path, "utf-8", "surrogateescape")
                 try:
-                    rec = pack(len(p), r.mtime_ns, r.size, r.mode) + p
+                    rec = pack(len(p), mtime_ns, size, mode) + p
                 except struct.error:
                     rec = b""
                 if rec and raw.startswith(rec, pos):
