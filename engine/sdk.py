@@ -449,7 +449,9 @@ async def run_owner(
     if exit_on_normal is None:
         exit_on_normal = os.environ.get("BACKUP_ENGINE_LAUNCHED") == "1"
     async with ActiveBackupClient.connect(callbacks, sid, socket_path) as abc:
-        seen_bur = False
+        # Launched, but the engine is Normal already: the session it was launched
+        # for ended before it connected (its owner died mid-restore, say).
+        seen_bur = exit_on_normal and abc.mode.mode.is_normal
         while not abc.closed:
             if not abc.mode.mode.is_normal:
                 seen_bur = True
