@@ -17,6 +17,8 @@ import signal
 import socket
 import sqlite3
 import struct
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from engine.client import EngineClient
 from engine.daemon.config import EngineConfig
 from engine.errors import InUseError
 
+from .helpers import EXAMPLES, env
 from .test_resident_restore import NOTES, device  # noqa: F401  (the fixture)
 
 
@@ -237,3 +240,28 @@ async def test_an_app_killed_while_it_takes_its_data_gets_the_restore_refused_no
     assert not result.ok
     assert f"{NOTES:08X}" in result.reason, result.reason
     assert texts(db) == before
+
+
+def test_an_owner_launched_for_a_session_that_already_ended_exits(
+    device: tuple[EngineConfig, Path],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The engine relaunches an owner that died during a restore; if the restore
+    ended before the new copy connected, that copy exits instead of lingering (it
+    held the owner's one session, so the app's own resident copy could not connect).
+    """
+    cfg, _db = device
+    db = tmp_path / "launched.db"
+    launched = subprocess.run(
+        [sys.executable, str(EXAMPLES / "notes_store.py")],
+        env=env()
+        | {
+            "BACKUP_ENGINE_SOCKET": str(cfg.socket_path),
+            "BACKUP_ENGINE_SID": "0FA0FFFF",
+            "BACKUP_ENGINE_LAUNCHED": "1",
+            "NOTES_DB": str(db),
+        },
+        timeout=60,
+        capture_output=True,
+    )
+    assert launched.returncode == 0, launched.stderr.decode()
