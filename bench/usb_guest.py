@@ -143,7 +143,7 @@ def transfers(bench: Bench, size: int, rounds: int, responders: list[str], tag: 
                         }
                         out.append(rec)
                         one_transfer(bench, gadget, rec, payload, digest, area)
-            except (AssertionError, RuntimeError, OSError) as exc:
+            except Exception as exc:
                 bench.fail(label, exc)
             finally:
                 gadget.down(check=False)
@@ -168,13 +168,18 @@ def one_transfer(bench: Bench, gadget: Gadget, rec: Record, payload: Path, diges
     arrived = storage / remote if direction == "send" else area / f"got-{responder}.dat"
     arrived.unlink(missing_ok=True)
     rec.update(ok=False, problem="", wall=None, data=None)
+    handle = None
+    if client == "libmtp" and direction == "get":  # mtp-getfile takes an id: look it up first
+        listing = bench.tools.run(["mtp-files"], timeout=300, name="mtp-files", check=True)
+        files = parse_mtp_files(listing.stdout)
+        handle = next((f.item_id for f in files if f.name == GET_NAME), None)
     cpu0 = process_cpu(pid)
     try:
         if client == "libmtp":
-            run_libmtp(bench, gadget, rec, payload, arrived, remote, area)
+            run_libmtp(bench, rec, handle, payload, arrived, remote, area)
         else:
             run_raw(gadget, rec, payload, remote)
-    except (usb_raw.RawError, OSError, RuntimeError, ValueError) as exc:
+    except Exception as exc:  # a failed transfer is a figure missing, reported, not a crash
         rec["problem"] = f"{type(exc).__name__}: {exc}"
     cpu1 = process_cpu(pid)
     rec["responder_cpu"] = cpu_delta(cpu0, cpu1)
@@ -195,13 +200,10 @@ def one_transfer(bench: Bench, gadget: Gadget, rec: Record, payload: Path, diges
           + ("" if rec["ok"] else f" FAILED: {rec['problem']}"), flush=True)  # fmt: skip
 
 
-def run_libmtp(bench: Bench, gadget: Gadget, rec: Record, payload: Path, arrived: Path,
+def run_libmtp(bench: Bench, rec: Record, handle: int | None, payload: Path, arrived: Path,
                remote: str, area: Path) -> None:  # fmt: skip
     label = f"{rec['tag']}-{rec['responder']}-libmtp-{rec['direction']}-r{rec['round']}"
     if rec["direction"] == "get":
-        listing = bench.tools.run(["mtp-files"], timeout=300, name="mtp-files", check=True)
-        handle = next((f.item_id for f in parse_mtp_files(listing.stdout) if f.name == GET_NAME),
-                      None)  # fmt: skip
         if handle is None:
             raise RuntimeError(f"{GET_NAME} not listed by mtp-files")
         argv = ["mtp-getfile", str(handle), str(arrived)]
@@ -231,8 +233,7 @@ def run_raw(gadget: Gadget, rec: Record, payload: Path, remote: str) -> None:
         else:
             sid = initiator.storage_ids()[0]
             with open(payload, "rb") as source:
-                run = usb_raw.send_object(initiator, sid, remote, rec["size"],
-                                          usb_raw.blocks(source, rec["size"]))  # fmt: skip
+                run = usb_raw.send_object(initiator, sid, remote, rec["size"], source)
     finally:
         usb_raw.close_device(initiator)
     rec.update(wall=time.monotonic() - started, data=run.data)
@@ -259,7 +260,7 @@ def startup(bench: Bench, rounds: int, responders: list[str]) -> None:
                 try:
                     rec["seconds"] = time_to_descriptors(gadget, cold=kind == "cold")
                     print(f"  startup {responder:<6} {kind}: {rec['seconds']:.3f}s", flush=True)
-                except (AssertionError, RuntimeError, OSError) as exc:
+                except Exception as exc:
                     bench.fail(f"startup {responder} {kind} r{rnd}", exc)
     shutil.rmtree(WORK / "startup", ignore_errors=True)
 
@@ -331,7 +332,7 @@ def listing(bench: Bench, files: int, rounds: int, responders: list[str]) -> Non
                       f"responder CPU {rec['responder_cpu'] or 0:.2f}s"
                       f"{'' if rec['ok'] else f' FAILED ({listed} listed, exit {run.returncode})'}",
                       flush=True)  # fmt: skip
-            except (AssertionError, RuntimeError, OSError) as exc:
+            except Exception as exc:
                 bench.fail(f"listing {responder} r{rnd}", exc)
             finally:
                 gadget.down(check=False)
@@ -486,6 +487,31 @@ def backup(bench: Bench, big_mib: int, rounds: int) -> None:
 # -- main -----------------------------------------------------------------------------------
 
 
+def run_section(bench: Bench, section: str, responders: list[str]) -> None:
+    args = bench.args
+    if section == "transfers":
+        transfers(bench, args.size_mib << 20, args.rounds, responders, f"{args.size_mib}MiB")
+        if args.big_mib:
+            transfers(bench, args.big_mib << 20, args.big_rounds, responders, f"{args.big_mib}MiB")
+    elif section == "sweep":
+        bench.results["sweep"] = sweep = []
+        for setting in SWEEP:
+            bench.buffers = dict(setting)
+            bench.results.pop("transfers", None)
+            transfers(bench, args.size_mib << 20, args.rounds, ["umtprd"], "sweep")
+            sweep.append({"buffers": setting, "transfers": bench.results.pop("transfers", [])})
+    elif section == "startup":
+        startup(bench, args.rounds, responders)
+    elif section == "listing":
+        listing(bench, args.listing_files, max(1, args.rounds - 1), responders)
+    elif section == "small":
+        small_files(bench, args.small_files, 1, responders)
+    elif section == "backup":
+        backup(bench, args.backup_mib, args.rounds)
+    else:
+        raise ValueError(f"unknown section {section!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sections", default="transfers,startup,listing,small,backup")
@@ -515,26 +541,10 @@ def main(argv: list[str] | None = None) -> int:
     for section in sections:
         started = time.monotonic()
         print(f"== {section}", flush=True)
-        if section == "transfers":
-            transfers(bench, args.size_mib << 20, args.rounds, responders, f"{args.size_mib}MiB")
-            if args.big_mib:
-                transfers(bench, args.big_mib << 20, args.big_rounds, responders,
-                          f"{args.big_mib}MiB")  # fmt: skip
-        elif section == "sweep":
-            bench.results["sweep"] = sweep = []
-            for setting in SWEEP:
-                bench.buffers = dict(setting)
-                bench.results.pop("transfers", None)
-                transfers(bench, args.size_mib << 20, args.rounds, ["umtprd"], "sweep")
-                sweep.append({"buffers": setting, "transfers": bench.results.pop("transfers", [])})
-        elif section == "startup":
-            startup(bench, args.rounds, responders)
-        elif section == "listing":
-            listing(bench, args.listing_files, max(1, args.rounds - 1), responders)
-        elif section == "small":
-            small_files(bench, args.small_files, 1, responders)
-        elif section == "backup":
-            backup(bench, args.backup_mib, args.rounds)
+        try:
+            run_section(bench, section, responders)
+        except Exception as exc:  # the other sections still run; the JSON is still written
+            bench.fail(f"section {section}", exc)
         timings[section] = time.monotonic() - started
     bench.results["section_seconds"] = timings
     (RESULTS / "bench-usb.json").write_text(json.dumps(bench.results, indent=2) + "\n")

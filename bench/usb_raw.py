@@ -16,7 +16,6 @@ import queue
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -94,9 +93,6 @@ class Hasher:
     def feed(self, buf: Any, start: int, end: int) -> None:
         self.todo.put((buf, start, end))
 
-    def give_back(self, buf: Any) -> None:
-        self.free.put(buf)
-
     def finish(self) -> str:
         self.todo.put(None)
         self.thread.join()
@@ -127,7 +123,7 @@ def get_object(
     """
     mps = initiator.mps
     total = HEADER_SIZE + size
-    hasher = Hasher(CHUNK + mps)
+    hasher = Hasher(CHUNK)
     started = time.monotonic()
     first = 0.0
     tid = initiator.send_command(OperationCode.GET_OBJECT, handle)
@@ -136,8 +132,9 @@ def get_object(
         while got < total:
             left = total - got
             ask = CHUNK if left > CHUNK else _round_up(left, mps) + mps
-            buf = hasher.buffer()
-            n = initiator.ep_in.read(memoryview(buf)[:ask], TIMEOUT_MS)
+            # pyusb reads into an array of exactly the size asked for.
+            buf = hasher.buffer() if ask == CHUNK else usb.util.create_buffer(ask)
+            n = initiator.ep_in.read(buf, TIMEOUT_MS)
             if got == 0:
                 first = time.monotonic()
                 if n < HEADER_SIZE:
@@ -166,15 +163,11 @@ def get_object(
     return RawRun(wall, data_end - first, digest, size)
 
 
-def blocks(source: IO[bytes], size: int) -> Iterator[bytes]:
-    """``size`` bytes of ``source`` in CHUNK pieces."""
-    left = size
-    while left:
-        block = source.read(min(CHUNK, left))
-        if not block:
-            raise OSError(f"source ended {left} bytes early")
-        left -= len(block)
-        yield block
+def _read_exactly(source: IO[bytes], n: int) -> bytes:
+    block = source.read(n)
+    if len(block) != n:
+        raise OSError(f"source gave {len(block)} bytes where {n} were due")
+    return block
 
 
 def send_object(
@@ -182,10 +175,14 @@ def send_object(
     storage_id: int,
     name: str,
     size: int,
-    source: Iterator[bytes],
+    source: IO[bytes],
     parent: int = ROOT,
 ) -> RawRun:
-    """SendObjectInfo + SendObject of ``size`` bytes from ``source``'s blocks."""
+    """SendObjectInfo + SendObject of ``size`` bytes of ``source``, in CHUNK writes.
+
+    Every write but the last is a whole number of packets (the first carries the
+    container header in it): a short packet ends the data phase where it is.
+    """
     info = ObjectInfoData(
         storage_id=storage_id,
         object_format=ObjectFormat.UNDEFINED,
@@ -201,9 +198,13 @@ def send_object(
     )
     data_start = time.monotonic()
     tid = initiator.send_command(OperationCode.SEND_OBJECT)
-    initiator.begin_data(OperationCode.SEND_OBJECT, tid, size, next(source, b""))
-    for block in source:
+    first = min(size, CHUNK - HEADER_SIZE)
+    initiator.begin_data(OperationCode.SEND_OBJECT, tid, size, _read_exactly(source, first))
+    left = size - first
+    while left:
+        block = _read_exactly(source, min(CHUNK, left))
         initiator.write_data(block)
+        left -= len(block)
     initiator.end_data()
     response = initiator.read_response()
     end = time.monotonic()
