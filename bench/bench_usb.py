@@ -165,9 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     if args.report:
         data = json.loads(args.report.read_text())
-        print_sweep(data) if "sweep" in data else print_table(
-            transfer_rows(data) + other_rows(data)
-        )
+        if "transfers" in data or "startup" in data:
+            print_table(transfer_rows(data) + other_rows(data))
+        if "sweep" in data:
+            print_sweep(data)
         return 0
     load_before = host_load()
     sections = "sweep" if args.sweep else args.sections
@@ -182,14 +183,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "storage on tmpfs; MB/s = 10^6 bytes/s; medians of the rounds)"
     )
     print(f"umtprd buffers: {json.dumps(data.get('umtprd_buffers', {}))}\n")
-    if args.sweep:
-        print_sweep(data)
-        out = RESULTS_JSON.with_name("usb-sweep.json")
-    else:
+    out = RESULTS_JSON.with_name("usb-sweep.json") if args.sweep else RESULTS_JSON
+    if not args.sweep:
         rows = transfer_rows(data) + other_rows(data)
         print_table(rows)
         data["table"] = [r.as_dict() for r in rows]
-        out = RESULTS_JSON
+    if "sweep" in data:
+        print_sweep(data)
     for failure in data.get("failures", []):
         print(f"FAILED: {failure}")
     print(

@@ -440,11 +440,15 @@ def backup(bench: Bench, big_mib: int, rounds: int) -> None:
         gadget = bench.gadget("ours", work, providers=config["providers"],
                               extra={"state_dir": config["state_dir"]})  # fmt: skip
         gadget.up()
-        archives = [
-            f
-            for f in mtp_files(bench.tools)
-            if f.name.startswith(f"{DEVICE_NAME}-") and f.name.endswith(".mbak")
-        ]
+        # The responder answers before its providers are ready; the archive shows up then.
+        deadline = time.monotonic() + 180
+        while True:
+            listed = mtp_files(bench.tools)
+            archives = [f for f in listed if f.name.startswith(f"{DEVICE_NAME}-")
+                        and f.name.endswith(".mbak")]  # fmt: skip
+            if len(archives) == 1 or time.monotonic() > deadline:
+                break
+            time.sleep(2)
         if len(archives) != 1:
             raise RuntimeError(f"expected one .mbak, listed {[a.name for a in archives]}")
         size = archives[0].size
@@ -495,11 +499,14 @@ def run_section(bench: Bench, section: str, responders: list[str]) -> None:
             transfers(bench, args.big_mib << 20, args.big_rounds, responders, f"{args.big_mib}MiB")
     elif section == "sweep":
         bench.results["sweep"] = sweep = []
+        kept, best = bench.results.pop("transfers", None), bench.buffers
         for setting in SWEEP:
             bench.buffers = dict(setting)
-            bench.results.pop("transfers", None)
             transfers(bench, args.size_mib << 20, args.rounds, ["umtprd"], "sweep")
             sweep.append({"buffers": setting, "transfers": bench.results.pop("transfers", [])})
+        bench.buffers = best
+        if kept is not None:
+            bench.results["transfers"] = kept
     elif section == "startup":
         startup(bench, args.rounds, responders)
     elif section == "listing":
