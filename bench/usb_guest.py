@@ -130,6 +130,7 @@ def transfers(bench: Bench, size: int, rounds: int, responders: list[str], tag: 
             label = f"{tag}-{responder}-r{rnd}"
             try:
                 gadget.up()
+                usb_raw.wait_serving(gadget.vid, gadget.pid)
                 for client in CLIENTS:
                     for direction in ("get", "send"):
                         rec: Record = {
@@ -320,6 +321,7 @@ def listing(bench: Bench, files: int, rounds: int, responders: list[str]) -> Non
             out.append(rec)
             try:
                 gadget.up()
+                usb_raw.wait_serving(gadget.vid, gadget.pid)
                 pid = gadget.responder_pid()
                 cpu0 = process_cpu(pid)
                 run = bench.tools.run(["mtp-files"], timeout=bench.args.timeout,
@@ -353,6 +355,7 @@ def small_files(bench: Bench, count: int, rounds: int, responders: list[str]) ->
             gadget = bench.gadget(responder, work)
             try:
                 gadget.up()
+                usb_raw.wait_serving(gadget.vid, gadget.pid)
                 initiator = usb_raw.open_device(gadget.vid, gadget.pid)
                 try:
                     for rec in small_round(initiator, gadget, blobs):
@@ -440,6 +443,7 @@ def backup(bench: Bench, big_mib: int, rounds: int) -> None:
         gadget = bench.gadget("ours", work, providers=config["providers"],
                               extra={"state_dir": config["state_dir"]})  # fmt: skip
         gadget.up()
+        usb_raw.wait_serving(gadget.vid, gadget.pid, storages=2)
         # The responder answers before its providers are ready; the archive shows up then.
         deadline = time.monotonic() + 180
         while True:

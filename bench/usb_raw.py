@@ -55,6 +55,31 @@ def open_device(vid: int, pid: int, timeout: float = 30) -> UsbInitiator:
         time.sleep(0.2)
 
 
+def wait_serving(vid: int, pid: int, storages: int = 1, timeout: float = 180) -> float:
+    """Seconds until the device lists ``storages`` storages in a session.
+
+    A responder may answer on the bus before its storages are ready; a figure
+    taken before then would time its start-up, not the operation measured.
+    """
+    started = time.monotonic()
+    while True:
+        try:
+            initiator = open_device(vid, pid, timeout=max(1.0, timeout))
+            try:
+                if len(initiator.storage_ids()) >= storages:
+                    return time.monotonic() - started
+            finally:
+                close_device(initiator)
+        except Exception as exc:  # not ready yet: busy, no session, still enumerating
+            if time.monotonic() - started > timeout:
+                raise RawError(
+                    f"no {storages} storage(s) served after {timeout:.0f}s: {exc}"
+                ) from exc
+        if time.monotonic() - started > timeout:
+            raise RawError(f"no {storages} storage(s) served after {timeout:.0f}s")
+        time.sleep(0.5)
+
+
 def close_device(initiator: UsbInitiator) -> None:
     """Close the session and release the interface; a device already gone is fine."""
     try:
