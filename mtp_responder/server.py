@@ -360,9 +360,16 @@ class Server:
             await self._after_cancel(links)
 
     async def _respond(self, code: int, params: tuple[int, ...]) -> None:
-        """The open transaction's one response."""
+        """The open transaction's one response.
+
+        None is due when the connection was reset under the transaction (the
+        link went and came back): an answer then would meet the host's next
+        command, so it is dropped rather than failing the serve loop.
+        """
         tid = self.conn.state.transaction_id
-        assert tid is not None
+        if tid is None or not self.conn.state.response_due:
+            log.warning("no response due; %s dropped", try_enum(ResponseCode, code))
+            return
         await self.transport.write(
             self.conn.send(Response(code, tid, params)), end_of_transfer=True
         )
@@ -397,7 +404,11 @@ class Server:
             elif isinstance(event, Connected):
                 log.info("link up, max packet size %d", event.max_packet_size)
                 self._links += 1
-                self.conn.reset()
+                if self._links > 1:
+                    # What a lost link left. The first link's connection is new: the
+                    # kernel may have reported it up before serving began, and its
+                    # first command may already be in hand.
+                    self.conn.reset()
 
     def _close_in_background(self, why: str) -> None:
         """Close the session without holding up the control events.
