@@ -90,7 +90,9 @@ def run_guest(
     if args.big:
         command += ["--big-mib", str(args.big_mib)]
     try:
-        result = vm.run(command, timeout=args.timeout, label="bench-usb")
+        # 1 GiB transfers: 16 of them, at a few MB/s under a loaded TCG host at worst.
+        timeout = args.timeout + (3600 if args.big else 0)
+        result = vm.run(command, timeout=timeout, label="bench-usb")
     except vm.VmError as exc:
         print(f"bench_usb: cannot run the VM: {exc}", file=sys.stderr)
         return None

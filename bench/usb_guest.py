@@ -131,6 +131,7 @@ def transfers(bench: Bench, size: int, rounds: int, responders: list[str], tag: 
             try:
                 gadget.up()
                 usb_raw.wait_serving(gadget.vid, gadget.pid)
+                idle_cpu(bench, gadget, responder)
                 for client in CLIENTS:
                     for direction in ("get", "send"):
                         rec: Record = {
@@ -152,6 +153,18 @@ def transfers(bench: Bench, size: int, rounds: int, responders: list[str], tag: 
                 for sent in (work / "storage").glob("send-*"):
                     sent.unlink()
     shutil.rmtree(area, ignore_errors=True)
+
+
+def idle_cpu(bench: Bench, gadget: Gadget, responder: str, seconds: float = 3.0) -> None:
+    """CPU a serving responder burns with nothing to do: it inflates every other figure."""
+    pid = gadget.responder_pid()
+    cpu0 = process_cpu(pid)
+    time.sleep(seconds)
+    used = cpu_delta(cpu0, process_cpu(pid))
+    if used is not None:
+        bench.results.setdefault("idle", []).append(
+            {"responder": responder, "cpu_per_s": used / seconds}
+        )
 
 
 def one_transfer(bench: Bench, gadget: Gadget, rec: Record, payload: Path, digest: str,

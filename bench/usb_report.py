@@ -95,6 +95,12 @@ def transfer_rows(data: dict[str, Any]) -> list[Row]:
                   if t["responder"] == resp and t.get("peak_rss_kib")]  # fmt: skip
         return max(values) if values else None
 
+    idle = data.get("idle", [])
+    if idle:
+        ours_idle = median(i["cpu_per_s"] for i in idle if i["responder"] == "ours")
+        peer_idle = median(i["cpu_per_s"] for i in idle if i["responder"] == "umtprd")
+        rows.append(Row("responder CPU while serving idle", ours_idle, peer_idle, "s/s", "", None,
+                        _ratio(ours_idle, peer_idle)))  # fmt: skip
     ours = rss("ours")
     rows.append(Row("peak RSS (VmHWM) over the transfers", ours, rss("umtprd"), "MiB",
                     "ours <= 24 MiB", None if ours is None else ours <= 24,
