@@ -83,6 +83,7 @@ def run_guest(
         "--rounds", str(args.rounds),
         "--size-mib", str(args.size_mib),
         "--listing-files", str(args.listing_files),
+        "--listing-rounds", str(args.listing_rounds),
         "--small-files", str(args.small_files),
         "--backup-mib", str(args.backup_mib),
         "--umtprd-buffers", json.dumps(buffers),
@@ -148,6 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--big", action="store_true", help="add a 1 GiB transfer of each kind")
     parser.add_argument("--big-mib", type=int, default=1024)
     parser.add_argument("--listing-files", type=int, default=10_000)
+    parser.add_argument(
+        "--listing-rounds",
+        type=int,
+        default=1,
+        help="mtp-files of 10,000 files is the slowest part: one round by default",
+    )
     parser.add_argument("--small-files", type=int, default=1_000)
     parser.add_argument(
         "--backup-mib", type=int, default=16, help="size of the big file in the backed-up tree"
@@ -156,7 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--sweep", action="store_true", help="only sweep uMTP-Responder's buffer settings"
     )
-    parser.add_argument("--timeout", type=float, default=3600, help="guest job timeout (s)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=5400,
+        help="guest job timeout (s): a cap, not the expected time",
+    )
     parser.add_argument(
         "--report",
         type=Path,

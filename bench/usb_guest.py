@@ -337,7 +337,7 @@ def listing(bench: Bench, files: int, rounds: int, responders: list[str]) -> Non
                 usb_raw.wait_serving(gadget.vid, gadget.pid)
                 pid = gadget.responder_pid()
                 cpu0 = process_cpu(pid)
-                run = bench.tools.run(["mtp-files"], timeout=bench.args.timeout,
+                run = bench.tools.run(["mtp-files"], timeout=max(bench.args.timeout, 3600.0),
                                       name=f"list-{responder}")  # fmt: skip
                 rec.update(wall=run.seconds, responder_cpu=cpu_delta(cpu0, process_cpu(pid)))
                 listed = sum(1 for f in parse_mtp_files(run.stdout) if f.name.startswith("f"))
@@ -527,7 +527,7 @@ def run_section(bench: Bench, section: str, responders: list[str]) -> None:
     elif section == "startup":
         startup(bench, args.rounds, responders)
     elif section == "listing":
-        listing(bench, args.listing_files, max(1, args.rounds - 1), responders)
+        listing(bench, args.listing_files, args.listing_rounds, responders)
     elif section == "small":
         small_files(bench, args.small_files, 1, responders)
     elif section == "backup":
@@ -544,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big-mib", type=int, default=0, help="also transfer this many MiB")
     parser.add_argument("--big-rounds", type=int, default=1)
     parser.add_argument("--listing-files", type=int, default=10_000)
+    parser.add_argument("--listing-rounds", type=int, default=1)
     parser.add_argument("--small-files", type=int, default=1_000)
     parser.add_argument("--backup-mib", type=int, default=16)
     parser.add_argument("--responders", default=",".join(RESPONDERS))
