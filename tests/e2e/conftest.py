@@ -4,8 +4,8 @@ Tests here are marked ``e2e`` and deselected from the normal unit run by the
 project's pytest addopts.  ``python -m tests.e2e.harness`` boots the guest and runs
 ``pytest -m e2e tests/e2e`` there, once on a high-speed link and once more on a
 SuperSpeed link for tests also marked ``superspeed``.  Tests marked
-``client_race`` or ``large`` run only when asked for (``--client-races``,
-``--large``).
+``client_race``, ``kill`` or ``large`` run only when asked for
+(``--client-races``, ``--kills``, ``--large``).
 
 Fixture API (see ``tests/e2e/guest/support.py`` for the classes):
 
@@ -70,6 +70,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "large: e2e test moving objects of 4 GiB or more, or a large backup (make e2e-large)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "kill: e2e test that kills a process at one more point of a restore (make e2e-kills)",
     )
 
 

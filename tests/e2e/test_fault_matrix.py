@@ -844,6 +844,14 @@ def _ids(points: list[Point]) -> list[str]:
     return [p.name for p in points]
 
 
+def _kill_params(points: list[Point], in_every_run: str) -> list[Any]:
+    """One point runs in ``make e2e``; the rest, minutes of restarts, in ``make e2e-kills``."""
+    return [
+        pytest.param(p, id=p.name, marks=() if p.name == in_every_run else pytest.mark.kill)
+        for p in points
+    ]
+
+
 def prepare_point(rig: FaultRig, point: Point) -> tuple[State, State | None]:
     """The owners' state before the fault, and the state a restore would bring."""
     if point.op == "send-plain" and not (rig.work / UPLOAD).exists():
@@ -879,7 +887,7 @@ def test_unplugged_at(point: Point, fault_rig: FaultRig) -> None:
     check_after(rig, old, new, point.want, allowed)
 
 
-@pytest.mark.parametrize("point", RESTORE_KILL_POINTS, ids=_ids(RESTORE_KILL_POINTS))
+@pytest.mark.parametrize("point", _kill_params(RESTORE_KILL_POINTS, "upload-complete"))
 def test_responder_killed_during_a_restore_at(point: Point, fault_rig: FaultRig) -> None:
     rig = fault_rig
     old, new = prepare_point(rig, point)
@@ -888,7 +896,7 @@ def test_responder_killed_during_a_restore_at(point: Point, fault_rig: FaultRig)
     check_after(rig, old, new, point.want)
 
 
-@pytest.mark.parametrize("point", RESTORE_KILL_POINTS, ids=_ids(RESTORE_KILL_POINTS))
+@pytest.mark.parametrize("point", _kill_params(RESTORE_KILL_POINTS, "passive-data-swapped"))
 def test_engine_killed_during_a_restore_at(point: Point, fault_rig: FaultRig) -> None:
     rig = fault_rig
     old, new = prepare_point(rig, point)
