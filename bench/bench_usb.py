@@ -55,13 +55,18 @@ GUEST_SCRIPT = REPO_ROOT / "bench" / "usb_guest.py"
 RESULTS_JSON = REPO_ROOT / "bench" / "results" / "usb.json"
 
 #: uMTP-Responder's buffers for every comparison: the best of ``--sweep``.
-#: Sweep of 2026-11-28 (a SMOKE run: 8 MiB, one round, on a loaded 2-core host;
-#: geometric mean of the data-phase MB/s of get/send x libmtp/raw):
-#:   rd/wr 0x10000,  cache 0x100000: see SWEEP_FIGURES below
-#: The lead re-runs ``bench_usb.py --sweep`` on a quiet machine and updates this.
+#: Sweep of 2026-11-28, a SMOKE run (8 MiB, one round, 2-core host at load 5-9
+#: with other VMs): data-phase MB/s get/libmtp, get/raw, send/libmtp, send/raw;
+#: geometric mean
+#:   rd/wr 0x10000,  cache 0x100000:  6.45, 32.54,  7.53, 12.84; 11.93
+#:   rd/wr 0x40000,  cache 0x100000: 11.00, fail*, 11.57, 23.35; -
+#:   rd/wr 0x40000,  cache 0x400000: 12.23, 40.32, 12.47, 23.65; 19.53  <- best
+#:   rd/wr 0x100000, cache 0x400000: 13.01, 19.61, 15.76, 24.53; 17.72
+#: (*umtprd answered SessionNotOpen just after OpenSession; the raw host now retries.)
+#: Re-run ``bench_usb.py --sweep`` on a quiet machine and update this.
 UMTPRD_BEST: dict[str, int] = {
-    "usb_max_rd_buffer_size": 0x100000,
-    "usb_max_wr_buffer_size": 0x100000,
+    "usb_max_rd_buffer_size": 0x40000,
+    "usb_max_wr_buffer_size": 0x40000,
     "read_buffer_cache_size": 0x400000,
 }
 

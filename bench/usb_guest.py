@@ -96,7 +96,7 @@ class Bench:
         return make_gadget(responder, work, self.tools, self.logs, self.buffers, **kw)
 
     def fail(self, what: str, exc: BaseException) -> None:
-        self.results["failures"].append(f"{what}: {exc}")
+        self.results["failures"].append(f"{what}: {type(exc).__name__}: {exc}")
         print(f"  {what} FAILED: {exc}", flush=True)
 
     def keep_log(self, gadget: Gadget, label: str) -> None:
@@ -471,26 +471,33 @@ def backup(bench: Bench, big_mib: int, rounds: int) -> None:
         size = archives[0].size
         plain_digest = make_file(work / "storage" / "plain.dat", size)
         listed = mtp_files(bench.tools, name="mtp-files-2")
-        mbak = next(f for f in listed if f.name == archives[0].name)
-        plain = next(f for f in listed if f.name == "plain.dat")
+        # The archive is prepared again for each session: a new name, a size that may move.
+        mbaks = [
+            f for f in listed if f.name.startswith(f"{DEVICE_NAME}-") and f.name.endswith(".mbak")
+        ]
+        plains = [f for f in listed if f.name == "plain.dat"]
+        if len(mbaks) != 1 or len(plains) != 1:
+            raise RuntimeError(f"second listing: {[f.name for f in listed]}")
+        mbak, plain = mbaks[0], plains[0]
         for rnd in range(1, rounds + 1):
             for kind, item in (("mbak", mbak), ("plain", plain)):
                 sink = work / f"got.{kind}"
                 initiator = usb_raw.open_device(gadget.vid, gadget.pid)
                 try:
                     with open(sink, "wb") as tee:
-                        run = usb_raw.get_object(initiator, item.item_id, item.size, tee)
+                        expect = item.size if kind == "plain" else None
+                        run = usb_raw.get_object(initiator, item.item_id, expect, tee)
                 finally:
                     usb_raw.close_device(initiator)
                 if kind == "plain":
                     ok = run.digest == plain_digest
                 else:
-                    ok = verify_archive(sink).size == sink.stat().st_size == item.size
-                out.append({"kind": kind, "round": rnd, "size": item.size, "wall": run.wall,
+                    ok = verify_archive(sink).size == sink.stat().st_size == run.size
+                out.append({"kind": kind, "round": rnd, "size": run.size, "wall": run.wall,
                             "data": run.data, "ok": ok})  # fmt: skip
                 print(
-                    f"  backup {kind:<5} r{rnd}: {item.size / run.wall / 1e6:6.2f} MB/s "
-                    f"({item.size} bytes){'' if ok else ' FAILED check'}",
+                    f"  backup {kind:<5} r{rnd}: {run.size / run.wall / 1e6:6.2f} MB/s "
+                    f"({run.size} bytes){'' if ok else ' FAILED check'}",
                     flush=True,
                 )
                 sink.unlink()

@@ -46,10 +46,15 @@ def open_device(vid: int, pid: int, timeout: float = 30) -> UsbInitiator:
         if dev is not None:
             try:
                 initiator = UsbInitiator(dev, TIMEOUT_MS)
-                initiator.open_session()
-                return initiator
             except (usb.core.USBError, StopIteration):
-                pass
+                initiator = None
+            if initiator is not None:
+                try:
+                    initiator.open_session()
+                    initiator.storage_ids()  # some responders forget a session just opened
+                    return initiator
+                except Exception:
+                    close_device(initiator)
         if time.monotonic() > deadline:
             raise RawError(f"{vid:04x}:{pid:04x} could not be opened within {timeout:.0f}s")
         time.sleep(0.2)
@@ -139,24 +144,26 @@ def _round_up(n: int, unit: int) -> int:
 
 
 def get_object(
-    initiator: UsbInitiator, handle: int, size: int, tee: IO[bytes] | None = None
+    initiator: UsbInitiator, handle: int, size: int | None, tee: IO[bytes] | None = None
 ) -> RawRun:
-    """GetObject of ``size`` bytes, hashed (and written to ``tee`` if given).
+    """GetObject, hashed (and written to ``tee`` if given).
 
+    ``size`` None takes the size from the data container's length field (a
+    backup archive is prepared again for each session, its size may move).
     The read that should end the data phase asks for a packet more than is left,
     so a short or zero-length packet ends it exactly where the data phase ends.
     """
     mps = initiator.mps
-    total = HEADER_SIZE + size
+    total = None if size is None else HEADER_SIZE + size
     hasher = Hasher(CHUNK)
     started = time.monotonic()
     first = 0.0
     tid = initiator.send_command(OperationCode.GET_OBJECT, handle)
     got = 0
     try:
-        while got < total:
-            left = total - got
-            ask = CHUNK if left > CHUNK else _round_up(left, mps) + mps
+        while total is None or got < total:
+            left = CHUNK if total is None else total - got
+            ask = CHUNK if left > CHUNK or total is None else _round_up(left, mps) + mps
             # pyusb reads into an array of exactly the size asked for.
             buf = hasher.buffer() if ask == CHUNK else usb.util.create_buffer(ask)
             n = initiator.ep_in.read(buf, TIMEOUT_MS)
@@ -164,9 +171,13 @@ def get_object(
                 first = time.monotonic()
                 if n < HEADER_SIZE:
                     raise RawError(f"GetObject: first read gave {n} bytes, not a container")
-                _, kind, code, rtid = struct.unpack_from("<IHHI", buf)
+                length, kind, code, rtid = struct.unpack_from("<IHHI", buf)
                 if (kind, code, rtid) != (ContainerType.DATA, OperationCode.GET_OBJECT, tid):
                     raise RawError(f"GetObject: no data phase (type {kind}, code {code:#06x})")
+                if total is None:
+                    if length == 0xFFFFFFFF:
+                        raise RawError("GetObject: 4 GiB or more and no size given")
+                    total = left = length
             if n > left or (n < ask and n != left):
                 raise RawError(f"GetObject: a read gave {n} bytes with {left} left")
             start = HEADER_SIZE if got == 0 else 0
@@ -185,7 +196,7 @@ def get_object(
     _, kind, code, _ = struct.unpack_from("<IHHI", response)
     if kind != ContainerType.RESPONSE or code != ResponseCode.OK:
         raise RawError(f"GetObject: response type {kind} code {code:#06x}")
-    return RawRun(wall, data_end - first, digest, size)
+    return RawRun(wall, data_end - first, digest, got - HEADER_SIZE)
 
 
 def _read_exactly(source: IO[bytes], n: int) -> bytes:

@@ -167,7 +167,7 @@ def other_rows(data: dict[str, Any]) -> list[Row]:
         size = backup[0]["size"]
 
         def mbps(kind: str, field: str) -> float | None:
-            return median(size / x[field] / 1e6 for x in _pick(backup, kind=kind))
+            return median(x["size"] / x[field] / 1e6 for x in _pick(backup, kind=kind))
 
         for field in ("wall", "data"):
             archive, plain = mbps("mbak", field), mbps("plain", field)
