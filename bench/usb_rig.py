@@ -208,6 +208,22 @@ def umtprd_conf(mount: Path, storage: Path, gadget: Gadget, buffers: dict[str, i
     ])  # fmt: skip
 
 
+def umtprd_argv(work: Path) -> list[str]:
+    return ["umtprd", "-conf", str(work / "umtprd.conf")]
+
+
+def umtprd_command(work: Path) -> list[str]:
+    """umtprd as ``mtp-gadget`` starts it: saying it serves, as our responder does.
+
+    ``mtp-gadget up`` binds the UDC once the responder has created the file named
+    in ``MTP_RESPONDER_READY_FILE`` (ours does once its providers are loaded).
+    umtprd has nothing to load after its descriptors and knows nothing of that
+    file, so a shell creates it and becomes umtprd (same pid, no lasting cost).
+    """
+    script = '[ -n "$MTP_RESPONDER_READY_FILE" ] && touch "$MTP_RESPONDER_READY_FILE"; exec "$@"'
+    return ["sh", "-c", script, "umtprd", *umtprd_argv(work)]
+
+
 def make_gadget(
     responder: str,
     work: Path,
@@ -221,11 +237,7 @@ def make_gadget(
     storage = work / "storage"
     storage.mkdir(parents=True, exist_ok=True)
     name = f"bench{responder}"
-    command = (
-        mtp_responder_command()
-        if responder == "ours"
-        else ["umtprd", "-conf", str(work / "umtprd.conf")]
-    )
+    command = mtp_responder_command() if responder == "ours" else umtprd_command(work)
     data = base_config(
         name=name, work_dir=work, log_dir=work, responder_command=command,
         product=f"Bench {responder}",
@@ -249,6 +261,8 @@ def make_gadget(
 
 
 def responder_argv(gadget: Gadget) -> list[str]:
-    """The command ``mtp-gadget`` would start, placeholders filled in."""
+    """The responder's own command, placeholders filled in (umtprd without its shell)."""
+    if gadget.name == "benchumtprd":
+        return umtprd_argv(gadget.work_dir)
     values = {"python": PYTHON, "config": str(gadget.config_path), "mount": str(gadget.mount)}
     return [part.format(**values) for part in gadget.config["gadget"]["responder_command"]]
