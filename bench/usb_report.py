@@ -174,8 +174,7 @@ def other_rows(data: dict[str, Any]) -> list[Row]:
             ratio = _ratio(archive, plain)
             rows.append(
                 Row(
-                    f"backup .mbak GetObject ({size / MIB:.0f} MiB) {field}, "
-                    "peer column: plain file",
+                    f"backup GetObject {size / MIB:.0f} MiB {field} (ours: .mbak | plain)",
                     archive,
                     plain,
                     "MB/s",
@@ -196,6 +195,7 @@ def _num(value: float | None) -> str:
 def print_table(rows: list[Row], out: Callable[[str], None] = print) -> None:
     out(f"{'figure':<58} {'ours':>9} {'umtprd':>9} {'unit':<7} {'ratio':>7}  goal")
     out("-" * 110)
+    out("(backup rows: both columns are ours, the archive next to a plain file of its size)")
     for row in rows:
         verdict = {True: "met", False: "MISSED", None: ""}[row.met]
         out(f"{row.what:<58} {_num(row.ours):>9} {_num(row.peer):>9} {row.unit:<7} "
