@@ -210,30 +210,10 @@ def _read_pid_file(settings: Settings, path: Path | None = None) -> dict[str, An
     return data if isinstance(data, dict) and isinstance(data.get("pid"), int) else None
 
 
-READY_ENV = "MTP_RESPONDER_READY_FILE"
-"""Where the responder says it serves: created once its providers are loaded."""
-
-
-def ready_file(settings: Settings) -> Path:
-    return settings.pid_file.with_suffix(".ready")
-
-
 def start_responder(settings: Settings) -> int:
-    """Start the responder detached, logging to a file, and record it in the pid file.
-
-    The responder writes its descriptors before its providers are loaded; the
-    UDC is bound only once it has also created :func:`ready_file`, so a host
-    never meets a device that takes seconds to answer its first command (libmtp
-    then resets the device and retries).
-    """
-    marker = ready_file(settings)
-    marker.unlink(missing_ok=True)
+    """Start the responder detached, logging to a file, and record it in the pid file."""
     return _start_process(
-        settings.responder_argv(),
-        settings.responder_log,
-        settings.pid_file,
-        "responder",
-        env={**os.environ, READY_ENV: str(marker)},
+        settings.responder_argv(), settings.responder_log, settings.pid_file, "responder"
     )
 
 
@@ -244,13 +224,7 @@ def start_obex_server(settings: Settings, tty: str) -> int:
     )
 
 
-def _start_process(
-    argv: list[str],
-    log_path: Path,
-    pid_file: Path,
-    what: str,
-    env: dict[str, str] | None = None,
-) -> int:
+def _start_process(argv: list[str], log_path: Path, pid_file: Path, what: str) -> int:
     if not argv:
         raise GadgetError(f"no {what} command configured")
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -266,7 +240,6 @@ def _start_process(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
-                env=env,
             )
         except OSError as exc:
             raise GadgetError(f"cannot start {what} {argv[0]}: {exc.strerror}") from exc
@@ -324,7 +297,6 @@ def stop_responder(settings: Settings) -> None:
     if info is not None:
         _terminate(info["pid"], info.get("start_time"), settings.gadget.stop_timeout, "responder")
     _unlink(settings.pid_file)
-    _unlink(ready_file(settings))
 
 
 def stop_obex_server(settings: Settings) -> None:
@@ -431,25 +403,6 @@ def wait_ready(settings: Settings, pid: int | None) -> None:
             raise GadgetError(
                 f"no endpoint files in {mount_point} after {settings.gadget.ready_timeout:.0f}s:"
                 f" the responder never wrote its descriptors; log:\n{_log_tail(settings)}"
-            )
-        time.sleep(0.05)
-
-
-def wait_serving(settings: Settings, pid: int) -> None:
-    """Until the responder we started has its providers loaded (its ready file)."""
-    marker = ready_file(settings)
-    deadline = time.monotonic() + settings.gadget.ready_timeout
-    while not marker.exists():
-        _reap(pid)
-        if not _alive(pid):
-            raise GadgetError(
-                f"responder (pid {pid}) exited before it was ready to serve; "
-                f"log {settings.responder_log}:\n{_log_tail(settings)}"
-            )
-        if time.monotonic() > deadline:
-            raise GadgetError(
-                f"responder (pid {pid}) not ready to serve after "
-                f"{settings.gadget.ready_timeout:.0f}s; log:\n{_log_tail(settings)}"
             )
         time.sleep(0.05)
 
@@ -676,7 +629,6 @@ def up(settings: Settings) -> str:
             start_obex_server(settings, tty)
         pid = start_responder(settings)
         wait_ready(settings, pid)
-        wait_serving(settings, pid)
         return bind(settings)
     except BaseException:
         with contextlib.suppress(GadgetError, OSError):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -181,26 +180,9 @@ async def _run_functionfs(
             nursery.cancel_scope.cancel()
             return 2
         log.info("providers ready")
-        _say_ready()
         await _serve_reloading(args, responder, transport)
         nursery.cancel_scope.cancel()
     return 0
-
-
-def _say_ready() -> None:
-    """Create the file ``mtp-gadget`` waits for before it binds the UDC, if asked to.
-
-    The server starts right after this, in the same task, before any command
-    can be read.
-    """
-    path = os.environ.get("MTP_RESPONDER_READY_FILE")
-    if not path:
-        return
-    try:
-        with open(path, "w") as f:
-            f.write(f"{os.getpid()}\n")
-    except OSError as exc:
-        log.warning("cannot create the ready file %s: %s", path, exc)
 
 
 async def _run_loopback(responder: Responder) -> int:

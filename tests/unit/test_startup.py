@@ -185,32 +185,3 @@ async def test_a_provider_refused_after_the_descriptors_stops_the_start(
     assert len(lines) == 1
     assert lines[0].startswith("mtp-responder: providers.files")
     assert "missing" in lines[0]
-
-
-async def test_the_ready_file_appears_only_once_the_providers_are_loaded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``mtp-gadget`` binds the UDC on this file: before it, a host would wait."""
-    ready = tmp_path / "responder.ready"
-    monkeypatch.setenv("MTP_RESPONDER_READY_FILE", str(ready))
-    config = parse_config(
-        {
-            "state_dir": str(tmp_path / "state"),
-            "providers": {"slow": {"plugin": f"{__name__}:SlowProvider"}},
-        }
-    )
-    SlowProvider.release.clear()
-    SlowProvider.loading.clear()
-    link, _host = loopback_pair()
-    device = _GadgetStandIn(link._link)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(cli._run_functionfs, _args(), config, cast(FunctionFSTransport, device))
-        await trio.to_thread.run_sync(SlowProvider.loading.wait, 10)
-        await trio.sleep(0.1)
-        assert not ready.exists(), "ready before the providers were loaded"
-        SlowProvider.release.set()
-        with trio.fail_after(10):
-            while not ready.exists():
-                await trio.sleep(0.01)
-        assert ready.read_text().strip() == str(os.getpid())
-        nursery.cancel_scope.cancel()
