@@ -8,13 +8,11 @@ is reported and ignored, so a typo never takes a working device down.
 SIGTERM and SIGINT end the session (providers release any backup mode) and
 exit with status 0.
 
-On a gadget nothing enumerates until the FunctionFS descriptors are written,
-so a start writes them as soon as the configuration file has been read, with
-no more of the responder loaded than that takes (no trio, no MTP core, no
-provider).  The providers load while the host enumerates; commands that
-arrive meanwhile wait in the transport's buffers until the server reads them.
-A provider the configuration gets wrong still stops the start, with the same
-one-line message as ``--check-config``.
+On a gadget the providers load first and the FunctionFS descriptors are
+written right after: the host cannot enumerate before the descriptors, and a
+host whose first command waits seconds for its answer (providers still
+loading on a slow board) resets the device. What serving needs is imported
+lazily, so the whole start stays short.
 """
 
 from __future__ import annotations
@@ -159,27 +157,18 @@ def _open_functionfs(args: argparse.Namespace, config: Config) -> FunctionFSTran
 
 
 async def _run_functionfs(
-    args: argparse.Namespace, config: Config, transport: FunctionFSTransport
+    args: argparse.Namespace, responder: Responder, transport: FunctionFSTransport
 ) -> int:
-    """Serve the gadget; the providers load while the host enumerates.
+    """Serve the gadget with a responder whose providers are already loaded.
 
-    They load in a worker thread, so the transport keeps answering ep0 (the
-    host configuring the device, class requests) meanwhile.  The server is
-    started once they are ready: until then the host's first command waits
-    in the transport's OUT buffers.
+    The providers load before the descriptors are written: the host cannot
+    enumerate before, so its first command never waits seconds for an answer
+    (libmtp then resets the device and tries again).
     """
     import trio
 
     async with trio.open_nursery() as nursery:
         await nursery.start(transport.serve)
-        try:
-            responder = await trio.to_thread.run_sync(_responder, config)
-        except ConfigError as exc:
-            log.error("%s", exc)
-            print(f"mtp-responder: {exc}", file=sys.stderr)
-            nursery.cancel_scope.cancel()
-            return 2
-        log.info("providers ready")
         await _serve_reloading(args, responder, transport)
         nursery.cancel_scope.cancel()
     return 0
@@ -214,12 +203,8 @@ async def _run_loopback(responder: Responder) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    responder: Responder | None = None
     try:
-        if args.functionfs is None:
-            config, responder = _checked(args.config)
-        else:
-            config = load_config(args.config)  # the providers load once descriptors are out
+        config, responder = _checked(args.config)
         if not args.check_config:
             _setup_logging(config, args)
     except ConfigError as exc:
@@ -229,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config or 'defaults'}: OK")
         return 0
     try:
-        if responder is not None:
+        if args.functionfs is None:
             import trio
 
             return int(trio.run(_run_loopback, responder))
@@ -241,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         import trio
 
-        return int(trio.run(_run_functionfs, args, config, transport))
+        return int(trio.run(_run_functionfs, args, responder, transport))
     except (LookupError, ValueError) as exc:
         log.error("%s", exc)
         print(f"mtp-responder: {exc}", file=sys.stderr)
