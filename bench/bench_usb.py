@@ -24,10 +24,9 @@ keeps the JSON in ``bench/results/usb.json``.  It fails only when it could not
 measure (the VM did not run, a transfer failed its check), never because a goal
 is missed.  The TCG-emulated CPU is the bottleneck and is shared with whatever
 else runs on the host: compare the two responders within one run (rounds
-alternate them), not across runs.  Duration: not yet timed whole; scaled from
-smoke runs on a 2-core host loaded by other VMs, a default run is about 50
-minutes there (our 10,000-file listing ~25, 1,000 small files each way ~9,
-transfers ~5, start-up ~5), and should be about half that on a quiet host.
+alternate them), not across runs.  Duration: not yet timed whole.  Scaled up
+from smoke runs it is about 15 minutes on a lightly loaded 2-core host, and up
+to about 50 when other VMs load it (our 10,000-file listing then ~25 of them).
 
 ``--sweep`` measures uMTP-Responder alone under each buffer setting of
 ``usb_rig.SWEEP`` and prints the best; record it in ``UMTPRD_BEST``.
