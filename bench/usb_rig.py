@@ -213,15 +213,8 @@ def umtprd_argv(work: Path) -> list[str]:
 
 
 def umtprd_command(work: Path) -> list[str]:
-    """umtprd as ``mtp-gadget`` starts it: saying it serves, as our responder does.
-
-    ``mtp-gadget up`` binds the UDC once the responder has created the file named
-    in ``MTP_RESPONDER_READY_FILE`` (ours does once its providers are loaded).
-    umtprd has nothing to load after its descriptors and knows nothing of that
-    file, so a shell creates it and becomes umtprd (same pid, no lasting cost).
-    """
-    script = '[ -n "$MTP_RESPONDER_READY_FILE" ] && touch "$MTP_RESPONDER_READY_FILE"; exec "$@"'
-    return ["sh", "-c", script, "umtprd", *umtprd_argv(work)]
+    """umtprd as ``mtp-gadget`` starts it (it binds once the descriptors are written)."""
+    return umtprd_argv(work)
 
 
 def make_gadget(
