@@ -54,7 +54,9 @@ def banner(text: str) -> None:
     print(f"\n=== {text}", flush=True)
 
 
-def show(result: ToolResult, keep: int = 40, grep: tuple[str, ...] = ()) -> None:
+def show(
+    result: ToolResult, keep: int = 40, grep: tuple[str, ...] = (), success: int = 0
+) -> None:
     print(f"$ {' '.join(Path(a).name if i == 0 else a for i, a in enumerate(result.argv))}")
     lines = result.stdout.splitlines()
     if grep:
@@ -63,7 +65,7 @@ def show(result: ToolResult, keep: int = 40, grep: tuple[str, ...] = ()) -> None
         print(f"  {line}")
     if len(lines) > keep:
         print(f"  ... ({len(lines) - keep} more lines in {result.log})")
-    if result.returncode != 0 or result.timed_out:
+    if result.returncode != success or result.timed_out:
         print(f"  !! {result.describe()}")
     sys.stdout.flush()
 
@@ -266,10 +268,11 @@ def obex_backup(tools: Tools, engine: GuestEngine) -> bool:
                     print(f"  !! obex-backup-server did not start (log: {log.name})")
                     return False
                 time.sleep(0.2)
+        # obexftp exits 255 when its last operation succeeded.
         obexftp = ["obexftp", "-n", f"127.0.0.1:{OBEX_PORT}"]
-        show(tools.run([*obexftp, "-l", "/"], timeout=120, check=False), keep=12)
+        show(tools.run([*obexftp, "-l", "/"], timeout=120, check=False), keep=12, success=255)
         listing = tools.run([*obexftp, "-c", "Backup", "-l"], timeout=300, check=False)
-        show(listing, keep=12)
+        show(listing, keep=12, success=255)
         names = re.findall(r'<file name="([^"]+\.mbak)"', listing.output)
         if not names:
             print("  !! no .mbak in the OBEX listing of Backup/")
@@ -278,7 +281,7 @@ def obex_backup(tools: Tools, engine: GuestEngine) -> bool:
         got = tools.run([*obexftp, "-c", "Backup", "-g", names[0]], timeout=600,
                         check=False, cwd=work)
         seconds = time.monotonic() - started
-        show(got, keep=6)
+        show(got, keep=6, success=255)
         saved = work / names[0]
         if not saved.exists():
             print(f"  !! obexftp did not save {names[0]}")
