@@ -258,6 +258,8 @@ class Server:
         self._link_changed = trio.Event()
         self._links = 0
         """Links brought up so far: a transaction's teardown must not touch a newer one."""
+        self._lost = 0
+        """Links lost so far: a link that comes up after one starts from a reset connection."""
         self._closed = trio.Event()
         self._closed.set()
         """Set when no session close is in progress; commands wait for it."""
@@ -399,15 +401,16 @@ class Server:
                     await self._after_cancel(self._links)
             elif isinstance(event, LinkLost):
                 log.info("link lost")
+                self._lost += 1
                 self._cancel_current()
                 self._close_in_background("link lost")
             elif isinstance(event, Connected):
                 log.info("link up, max packet size %d", event.max_packet_size)
                 self._links += 1
-                if self._links > 1:
-                    # What a lost link left. The first link's connection is new: the
-                    # kernel may have reported it up before serving began, and its
-                    # first command may already be in hand.
+                if self._lost:
+                    # What a lost link left. Before any loss the connection is new:
+                    # the kernel may have reported the link up before serving
+                    # began, and its first command may already be in hand.
                     self.conn.reset()
 
     def _close_in_background(self, why: str) -> None:
