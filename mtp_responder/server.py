@@ -260,10 +260,6 @@ class Server:
         """Links brought up so far: a transaction's teardown must not touch a newer one."""
         self._lost = 0
         """Links lost so far: a link that comes up after one starts from a reset connection."""
-        self._closed = trio.Event()
-        self._closed.set()
-        """Set when no session close is in progress; commands wait for it."""
-        self._nursery: trio.Nursery | None = None
 
     # -- events from the wire -----------------------------------------------
 
@@ -280,7 +276,6 @@ class Server:
     async def serve(self) -> None:
         self.ops.event_sender = self._send_event
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
             nursery.start_soon(self._watch_control)
             await self._command_loop()
 
@@ -302,8 +297,6 @@ class Server:
                 await self._link_lost()
                 while not self.transport.connected:
                     await self._link_changed.wait()
-                # Providers see the old session end before the new link's first command.
-                await self._closed.wait()
 
     async def _stray_data(self, start: DataStart) -> None:
         """A data phase nobody asked for: drop it, answer its transaction."""
@@ -403,7 +396,8 @@ class Server:
                 log.info("link lost")
                 self._lost += 1
                 self._cancel_current()
-                self._close_in_background("link lost")
+                with trio.CancelScope(shield=True):
+                    await self.ops.close_session("link lost")
             elif isinstance(event, Connected):
                 log.info("link up, max packet size %d", event.max_packet_size)
                 self._links += 1
@@ -412,29 +406,6 @@ class Server:
                     # the kernel may have reported the link up before serving
                     # began, and its first command may already be in hand.
                     self.conn.reset()
-
-    def _close_in_background(self, why: str) -> None:
-        """Close the session without holding up the control events.
-
-        A provider may take seconds to let go (the Backup & Restore provider
-        returns the engine to Normal): meanwhile the next link's Connected,
-        Cancel and Device Reset must still be handled, and the command loop
-        waits on ``_closed`` so the new link's first command comes after it.
-        """
-        if self._nursery is None:
-            return
-        before, done = self._closed, trio.Event()
-        self._closed = done
-
-        async def close() -> None:
-            try:
-                with trio.CancelScope(shield=True):
-                    await before.wait()  # closes end in the order the links went
-                    await self.ops.close_session(why)
-            finally:
-                done.set()
-
-        self._nursery.start_soon(close)
 
     def _cancel_current(self) -> None:
         if self._scope is not None:
@@ -469,5 +440,5 @@ class Server:
                 await self.transport.abort_transfers()
             except Disconnected:
                 pass
-            self._close_in_background("link lost")
+            await self.ops.close_session("link lost")
             self.transport.set_idle(True)
