@@ -19,7 +19,7 @@ TOOL_DEBS := age obexftp
 VM_DEBS   := qemu-system-x86 busybox-static cpio kmod mtp-tools gphoto2 usbutils umtp-responder \
              go-mtpfs jmtpfs fuse/fuse3
 
-.PHONY: install debs apt test unit lint e2e e2e-client-races e2e-kills e2e-large bench demo dist clean fuzz soak
+.PHONY: install debs apt test unit lint e2e e2e-client-races e2e-long e2e-large bench demo dist clean fuzz soak
 
 # $(call ensure_debs,PACKAGES): install those not installed yet; one apt-get
 # update, only when something is missing.  Not Debian: say what is needed.
@@ -82,10 +82,10 @@ e2e: install apt
 e2e-client-races: install apt
 	$(VPY) -m tests.e2e.harness --client-races
 
-# The responder, the engine and an app killed at every point of a restore (one
-# point of each runs in make e2e): minutes of restarts in the VM.
-e2e-kills: install apt
-	$(VPY) -m tests.e2e.harness --kills
+# Minutes each in the VM: the responder, the engine and an app killed at every
+# point of a restore, resumed and encrypted backups, the CDC OBEX gadget.
+e2e-long: install apt
+	$(VPY) -m tests.e2e.harness --long
 
 # Objects of 4 GiB and more and a large backup: many minutes in the VM.
 e2e-large: install apt

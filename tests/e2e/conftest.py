@@ -4,8 +4,8 @@ Tests here are marked ``e2e`` and deselected from the normal unit run by the
 project's pytest addopts.  ``python -m tests.e2e.harness`` boots the guest and runs
 ``pytest -m e2e tests/e2e`` there, once on a high-speed link and once more on a
 SuperSpeed link for tests also marked ``superspeed``.  Tests marked
-``client_race``, ``kill`` or ``large`` run only when asked for
-(``--client-races``, ``--kills``, ``--large``).
+``client_race``, ``long`` or ``large`` run only when asked for
+(``--client-races``, ``--long``, ``--large``).
 
 Fixture API (see ``tests/e2e/guest/support.py`` for the classes):
 
@@ -73,7 +73,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        "kill: e2e test that kills a process at one more point of a restore (make e2e-kills)",
+        "long: e2e test of minutes: kills at every restore point, resumed and encrypted "
+        "backups, the CDC OBEX gadget (make e2e-long)",
     )
 
 

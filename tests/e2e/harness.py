@@ -1,7 +1,7 @@
 """Run the end-to-end suite inside the test VM and judge it strictly.
 
 ``python -m tests.e2e.harness [-k EXPR] [--highspeed | --superspeed] [--demo]``
-``python -m tests.e2e.harness --client-races``, ``--kills`` or ``--large`` [``--superspeed``]
+``python -m tests.e2e.harness --client-races``, ``--long`` or ``--large`` [``--superspeed``]
 
 Two boots by default:
 
@@ -10,9 +10,10 @@ Two boots by default:
    both ``e2e`` and ``superspeed``.
 
 Tests marked ``client_race`` (a client's own race fails them at times),
-``kill`` (processes killed and restarted at many points: minutes) and
+``long`` (minutes each: kills at every restore point, resumed and
+encrypted backups, the CDC OBEX gadget) and
 ``large`` (objects of 4 GiB and more, a large backup: many minutes each) are
-left out of both; ``--client-races``, ``--kills`` and ``--large`` run them on
+left out of both; ``--client-races``, ``--long`` and ``--large`` run them on
 one boot.
 
 The guest runs pytest itself (the project's venv over 9p) and writes a JUnit XML
@@ -150,22 +151,20 @@ def run_suite(args: argparse.Namespace) -> int:
     boots = []
     if args.client_races:
         boots.append(Boot("high-speed", "e2e and client_race"))
-    elif args.kills:
-        boots.append(Boot("high-speed", "e2e and kill"))
+    elif args.long:
+        boots.append(Boot("high-speed", "e2e and long"))
     elif args.large:
         # One boot: the high-speed link unless --superspeed asks for the other.
         link = "super-speed" if args.superspeed else "high-speed"
         boots.append(Boot(link, "e2e and large"))
     else:
         if not args.superspeed:
-            boots.append(
-                Boot("high-speed", "e2e and not client_race and not kill and not large")
-            )
+            boots.append(Boot("high-speed", "e2e and not client_race and not long and not large"))
         if not args.highspeed:
             boots.append(
                 Boot(
                     "super-speed",
-                    "e2e and superspeed and not client_race and not kill and not large",
+                    "e2e and superspeed and not client_race and not long and not large",
                 )
             )
     started = time.monotonic()
@@ -246,10 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="only the tests marked client_race (a client's own race makes them fail at times)",
     )
     parser.add_argument(
-        "--kills",
+        "--long",
         action="store_true",
-        help="only the tests marked kill (the responder, the engine or an app killed "
-        "and restarted at many points of a restore)",
+        help="only the tests marked long (kills at every restore point, resumed and "
+        "encrypted backups, the CDC OBEX gadget: minutes each)",
     )
     parser.add_argument(
         "--large",
@@ -259,8 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
-    if sum((args.large, args.client_races, args.kills)) > 1:
-        parser.error("--large, --kills and --client-races are separate runs")
+    if sum((args.large, args.client_races, args.long)) > 1:
+        parser.error("--large, --long and --client-races are separate runs")
     if args.timeout is None:
         args.timeout = LARGE_SUITE_TIMEOUT if args.large else SUITE_TIMEOUT
     try:

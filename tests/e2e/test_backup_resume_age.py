@@ -60,7 +60,7 @@ from tests.e2e.test_backup import (  # noqa: F401  (engines and make_rig are fix
     status_text,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 RESUME_WINDOW = 120.0
 """Seconds the device holds a cut-off backup: ample for a replug under TCG."""

@@ -844,12 +844,9 @@ def _ids(points: list[Point]) -> list[str]:
     return [p.name for p in points]
 
 
-def _kill_params(points: list[Point], in_every_run: str) -> list[Any]:
-    """One point runs in ``make e2e``; the rest, minutes of restarts, in ``make e2e-kills``."""
-    return [
-        pytest.param(p, id=p.name, marks=() if p.name == in_every_run else pytest.mark.kill)
-        for p in points
-    ]
+def _kill_params(points: list[Point]) -> list[Any]:
+    """Minutes of restarts: ``make e2e-long``."""
+    return [pytest.param(p, id=p.name, marks=pytest.mark.long) for p in points]
 
 
 def prepare_point(rig: FaultRig, point: Point) -> tuple[State, State | None]:
@@ -887,7 +884,7 @@ def test_unplugged_at(point: Point, fault_rig: FaultRig) -> None:
     check_after(rig, old, new, point.want, allowed)
 
 
-@pytest.mark.parametrize("point", _kill_params(RESTORE_KILL_POINTS, "upload-complete"))
+@pytest.mark.parametrize("point", _kill_params(RESTORE_KILL_POINTS))
 def test_responder_killed_during_a_restore_at(point: Point, fault_rig: FaultRig) -> None:
     rig = fault_rig
     old, new = prepare_point(rig, point)
@@ -896,7 +893,7 @@ def test_responder_killed_during_a_restore_at(point: Point, fault_rig: FaultRig)
     check_after(rig, old, new, point.want)
 
 
-@pytest.mark.parametrize("point", _kill_params(RESTORE_KILL_POINTS, "passive-data-swapped"))
+@pytest.mark.parametrize("point", _kill_params(RESTORE_KILL_POINTS))
 def test_engine_killed_during_a_restore_at(point: Point, fault_rig: FaultRig) -> None:
     rig = fault_rig
     old, new = prepare_point(rig, point)
@@ -917,6 +914,7 @@ def status_text(rig: FaultRig) -> str:
         return out.getvalue().decode()
 
 
+@pytest.mark.long
 def test_notes_app_killed_while_it_receives_its_restore_data(fault_rig: FaultRig) -> None:
     """Its database stays as it was, the restore is refused with a reason, Normal again."""
     rig = fault_rig

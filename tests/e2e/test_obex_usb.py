@@ -41,7 +41,7 @@ from tests.e2e.guest.support import (
     mtp_responder_command,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 OBEX = "obex.usb0"
 SERVER = [PYTHON, "-m", "tests.e2e.test_obex_usb", "{tty}"]
